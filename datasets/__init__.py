@@ -1,0 +1,1 @@
+"""Dataset cards (YAML), shipped inside the package as ``hsi._datasets``."""

@@ -1,0 +1,7 @@
+"""``python -m hsi`` runs the command line."""
+
+import sys
+
+from hsi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The ``hsi`` command line: LightningCLI for fit/validate/test/predict, plus ``datasets``.
+
+The CLI only wires registry models, tasks and data modules together; every option is a
+constructor argument of one of them, so YAML configs and command-line overrides are the
+same thing (``--data.protocol random``, ``--trainer.max_epochs 5``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from hsi.errors import HsiError
+
+log = logging.getLogger("hsi")
+
+
+def _build_cli_class() -> type:
+    # Lightning is imported lazily so `hsi datasets list` starts fast.
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    class HsiCLI(LightningCLI):
+        """LightningCLI with hsi's defaults: best-on-validation checkpoints, test after fit."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults(
+                {
+                    "checkpoint.monitor": "val/OA",
+                    "checkpoint.mode": "max",
+                    "checkpoint.filename": "best-epoch{epoch:03d}",
+                    "checkpoint.auto_insert_metric_name": False,
+                    "checkpoint.save_last": True,
+                }
+            )
+            parser.add_argument(
+                "--test_after_fit",
+                type=bool,
+                default=True,
+                help="after `fit`, test the best (validation-selected) checkpoint and write "
+                "the report",
+            )
+
+        def after_fit(self) -> None:
+            if not self.config[self.subcommand].get("test_after_fit", True):
+                return
+            if self.trainer.checkpoint_callback is None or not getattr(
+                self.trainer.checkpoint_callback, "best_model_path", ""
+            ):
+                ckpt = None
+            else:
+                ckpt = "best"
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+    HsiCLI.base_module = L.LightningModule  # type: ignore[attr-defined]
+    return HsiCLI
+
+
+def run_lightning(args: list[str] | None = None) -> Any:
+    """Run the LightningCLI part (``fit``/``validate``/``test``/``predict``)."""
+    import lightning as L
+
+    cli_class = _build_cli_class()
+    return cli_class(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs"},
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hsi`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv and argv[0] == "datasets":
+            from hsi.data.registry import datasets_main
+
+            return datasets_main(argv[1:])
+        run_lightning(argv)
+        return 0
+    except HsiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,988 @@
+"""The dataset registry: one YAML card per benchmark scene, and the loaders built on them.
+
+A card (``datasets/<name>.yaml``, shipped as ``hsi._datasets``) says what a scene is (sensor,
+shape, classes), which files hold it (one or more *forms*, e.g. the GIC ``.mat`` pair or an
+``.npy`` pair), where those files come from and their checksums. The registry finds the files
+under a data root, checks them against the card and returns a :class:`LabeledScene` whose
+labels are ``0 = unlabelled`` and ``1..N`` contiguous, whatever ids the file used.
+
+Data root: the ``root`` argument, else the ``HSI_DATA`` environment variable, else a per-user
+cache folder (``$XDG_CACHE_HOME/hsi`` or ``~/.cache/hsi``). A dataset's files are looked for in
+``<root>/<card folder>/``, then ``<root>/<dataset name>/``, then ``<root>/`` itself.
+
+Nothing here touches the network except :func:`download_dataset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import http.client
+import importlib.resources
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from hsi.data.cube import SpectralCube
+from hsi.errors import ConfigError, DataError, HsiError
+
+__all__ = [
+    "DatasetCard",
+    "FileCheck",
+    "FileRef",
+    "FileSpec",
+    "FormSpec",
+    "LabeledScene",
+    "ResolvedForm",
+    "cards_dir",
+    "datasets_main",
+    "download_dataset",
+    "file_sha256",
+    "get_card",
+    "list_datasets",
+    "load_dataset",
+    "load_scene",
+    "locate_files",
+    "resolve_root",
+    "verify_dataset",
+]
+
+DATA_ENV = "HSI_DATA"
+_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Cards
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of a form: its name, the variable inside it (.mat) and the axis layout."""
+
+    file: str
+    variable: str | None = None
+    layout: str | None = None
+
+
+@dataclass(frozen=True)
+class FormSpec:
+    """An alternative set of files holding the same scene (e.g. ``mat`` or ``npy``)."""
+
+    name: str
+    image: FileRef
+    labels: FileRef
+
+    @property
+    def files(self) -> tuple[str, str]:
+        return (self.image.file, self.labels.file)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """What is known about one file: checksums (``None`` when unknown), size and source URL."""
+
+    name: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+    @property
+    def checksum(self) -> tuple[str, str] | None:
+        """``(algorithm, hex digest)`` to verify against: sha256 when known, else md5."""
+        if self.sha256:
+            return ("sha256", self.sha256.lower())
+        if self.md5:
+            return ("md5", self.md5.lower())
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetCard:
+    """A parsed dataset card. See ``datasets/README.md`` for the schema."""
+
+    name: str
+    title: str
+    sensor: str
+    folder: str
+    shape: Mapping[str, int]
+    spatial_resolution_m: float | None
+    wavelength_range_nm: tuple[float, float] | None
+    wavelengths_nm: tuple[float, ...] | None
+    ignore_label: int
+    classes: tuple[str, ...] | Mapping[int, str]
+    class_counts: tuple[int, ...] | None
+    forms: tuple[FormSpec, ...]
+    files: Mapping[str, FileSpec]
+    source_url: str | None = None
+    licence: str | None = None
+    citation: str | None = None
+    notes: str | None = None
+    aliases: tuple[str, ...] = ()
+    path: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatasetCard) and other.name == self.name and other.raw == self.raw
+
+    # -- shape ---------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return int(self.shape["height"])
+
+    @property
+    def width(self) -> int:
+        return int(self.shape["width"])
+
+    @property
+    def bands(self) -> int:
+        return int(self.shape["bands"])
+
+    @property
+    def cube_shape(self) -> tuple[int, int, int]:
+        """``(bands, height, width)``, the order of :class:`SpectralCube`."""
+        return (self.bands, self.height, self.width)
+
+    # -- classes -------------------------------------------------------------------------
+    @property
+    def label_values(self) -> list[int]:
+        """The label id each class has in the original file, in contiguous-class order."""
+        if isinstance(self.classes, Mapping):
+            return sorted(int(k) for k in self.classes)
+        return list(range(1, len(self.classes) + 1))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in contiguous order (class ``i`` of the loaded labels is ``[i - 1]``)."""
+        if isinstance(self.classes, Mapping):
+            return [str(self.classes[v]) for v in self.label_values]
+        return [str(c) for c in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def label_map(self) -> dict[int, int]:
+        """File label id -> contiguous class id (1..N); the ignore label maps to 0."""
+        mapping = {v: i + 1 for i, v in enumerate(self.label_values)}
+        mapping[self.ignore_label] = 0
+        return mapping
+
+    # -- files ---------------------------------------------------------------------------
+    def form(self, name: str | None = None) -> FormSpec:
+        """The named form (the first one when ``name`` is None)."""
+        if name is None:
+            return self.forms[0]
+        for f in self.forms:
+            if f.name == name:
+                return f
+        known = ", ".join(f.name for f in self.forms)
+        raise ConfigError(f"{self.name} has no form {name!r}; its forms are: {known}")
+
+    @property
+    def form_names(self) -> list[str]:
+        return [f.name for f in self.forms]
+
+    @property
+    def downloadable(self) -> bool:
+        """True when every file of the first form has a URL."""
+        return all(self.files[f].url for f in self.forms[0].files)
+
+
+def cards_dir() -> Path:
+    """The folder holding the ``*.yaml`` dataset cards."""
+    try:
+        path = Path(str(importlib.resources.files("hsi._datasets")))
+        if path.is_dir() and any(path.glob("*.yaml")):
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    # Running from a source checkout that was not installed: datasets/ beside hsi/.
+    fallback = Path(__file__).resolve().parents[2] / "datasets"
+    if fallback.is_dir():
+        return fallback
+    raise ConfigError(
+        "dataset cards not found (hsi._datasets is missing); reinstall hsi "
+        "(pip install -e .) so the datasets/ folder is packaged"
+    )
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s\-.]+", "_", name.strip().lower())
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _card_error(path: Path, msg: str) -> ConfigError:
+    return ConfigError(f"dataset card {path.name}: {msg}; fix the card (see datasets/README.md)")
+
+
+def _file_ref(path: Path, form: str, role: str, value: Any) -> FileRef:
+    if isinstance(value, str):
+        value = {"file": value}
+    if not isinstance(value, Mapping) or not value.get("file"):
+        raise _card_error(path, f"form {form!r} {role} needs a 'file'")
+    layout = value.get("layout")
+    return FileRef(
+        file=str(value["file"]),
+        variable=None if value.get("variable") is None else str(value["variable"]),
+        layout=None if layout is None else str(layout).lower(),
+    )
+
+
+def _parse_card(path: Path) -> DatasetCard:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise _card_error(path, f"not valid YAML ({exc})") from None
+    if not isinstance(raw, Mapping):
+        raise _card_error(path, "expected a mapping at the top level")
+    required = ["name", "title", "sensor", "folder", "shape", "classes", "forms", "files"]
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise _card_error(path, f"missing keys {missing}")
+    name = str(raw["name"])
+    if name != path.stem:
+        raise _card_error(path, f"name {name!r} differs from the file name {path.stem!r}")
+
+    shape = raw["shape"]
+    if not isinstance(shape, Mapping) or any(
+        not isinstance(shape.get(k), int) or shape.get(k) <= 0 for k in ("height", "width", "bands")
+    ):
+        raise _card_error(path, "shape needs positive integers height, width, bands")
+
+    ignore = int(raw.get("ignore_label", 0))
+    classes_raw = raw["classes"]
+    if isinstance(classes_raw, Mapping):
+        try:
+            classes: tuple[str, ...] | Mapping[int, str] = {
+                int(k): str(v) for k, v in classes_raw.items()
+            }
+        except (TypeError, ValueError):
+            raise _card_error(path, "classes mapping keys must be integer label values") from None
+        if ignore in classes:
+            raise _card_error(path, f"classes use the ignore label {ignore}")
+    elif isinstance(classes_raw, list) and classes_raw:
+        classes = tuple(str(c) for c in classes_raw)
+        if ignore in range(1, len(classes) + 1):
+            raise _card_error(
+                path, f"ignore_label {ignore} collides with class ids 1..{len(classes)}"
+            )
+    else:
+        raise _card_error(path, "classes must be a non-empty list or a {label value: name} mapping")
+
+    counts = raw.get("class_counts")
+    if counts is not None:
+        if not isinstance(counts, list) or len(counts) != len(classes):
+            raise _card_error(path, f"class_counts needs {len(classes)} entries, one per class")
+        counts = tuple(int(c) for c in counts)
+
+    files: dict[str, FileSpec] = {}
+    if not isinstance(raw["files"], Mapping):
+        raise _card_error(path, "files must map file names to {sha256, md5, size, url}")
+    for fname, spec in raw["files"].items():
+        spec = spec or {}
+        files[str(fname)] = FileSpec(
+            name=str(fname),
+            sha256=spec.get("sha256"),
+            md5=spec.get("md5"),
+            size=None if spec.get("size") is None else int(spec["size"]),
+            url=spec.get("url"),
+        )
+
+    forms: list[FormSpec] = []
+    if not isinstance(raw["forms"], list) or not raw["forms"]:
+        raise _card_error(path, "forms must be a non-empty list")
+    for i, fr in enumerate(raw["forms"]):
+        fname = str(fr.get("name") or f"form{i + 1}")
+        form = FormSpec(
+            name=fname,
+            image=_file_ref(path, fname, "image", fr.get("image")),
+            labels=_file_ref(path, fname, "labels", fr.get("labels")),
+        )
+        for f in form.files:
+            if f not in files:
+                raise _card_error(path, f"form {fname!r} names {f}, which is not under files")
+        forms.append(form)
+    if len({f.name for f in forms}) != len(forms):
+        raise _card_error(path, "form names must be unique")
+
+    wl = raw.get("wavelengths_nm")
+    if wl is not None:
+        if not isinstance(wl, list) or len(wl) != shape["bands"]:
+            raise _card_error(path, f"wavelengths_nm needs {shape['bands']} values (or null)")
+        wl = tuple(float(x) for x in wl)
+    wr = raw.get("wavelength_range_nm")
+    res = raw.get("spatial_resolution_m")
+
+    return DatasetCard(
+        name=name,
+        title=str(raw["title"]),
+        sensor=str(raw["sensor"]),
+        folder=str(raw["folder"]),
+        shape={k: int(shape[k]) for k in ("height", "width", "bands")},
+        spatial_resolution_m=None if res is None else float(res),
+        wavelength_range_nm=None if wr is None else (float(wr[0]), float(wr[1])),
+        wavelengths_nm=wl,
+        ignore_label=ignore,
+        classes=classes,
+        class_counts=counts,
+        forms=tuple(forms),
+        files=files,
+        source_url=raw.get("source_url"),
+        licence=raw.get("licence"),
+        citation=raw.get("citation"),
+        notes=raw.get("notes"),
+        aliases=tuple(str(a) for a in raw.get("aliases") or ()),
+        path=path,
+        raw=dict(raw),
+    )
+
+
+@lru_cache(maxsize=1)
+def _all_cards() -> dict[str, DatasetCard]:
+    cards = {}
+    for p in sorted(cards_dir().glob("*.yaml")):
+        card = _parse_card(p)
+        cards[card.name] = card
+    return cards
+
+
+def list_datasets() -> list[str]:
+    """Names of all registered datasets, sorted."""
+    return sorted(_all_cards())
+
+
+def get_card(name: str | DatasetCard) -> DatasetCard:
+    """The card of a dataset. Case, ``-``/``_``/space and registered aliases are accepted."""
+    if isinstance(name, DatasetCard):
+        return name
+    cards = _all_cards()
+    key = _norm(str(name))
+    if key in cards:
+        return cards[key]
+    squashed = _squash(str(name))
+    for card in cards.values():
+        if squashed == _squash(card.name) or any(squashed == _squash(a) for a in card.aliases):
+            return card
+    candidates = {c.name: c.name for c in cards.values()}
+    for c in cards.values():
+        for a in c.aliases:
+            candidates[_norm(a)] = c.name
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    hint = f" (did you mean {candidates[close[0]]}?)" if close else ""
+    raise ConfigError(f"unknown dataset {name!r}{hint}; known datasets: {', '.join(sorted(cards))}")
+
+
+# --------------------------------------------------------------------------------------------
+# Locating files
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``root``, else ``$HSI_DATA``, else ``$XDG_CACHE_HOME/hsi``
+    (``~/.cache/hsi`` when ``XDG_CACHE_HOME`` is unset)."""
+    if root is not None and str(root) != "":
+        return Path(root).expanduser().resolve()
+    env = os.environ.get(DATA_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return (base / "hsi").resolve()
+
+
+def _search_dirs(card: DatasetCard, root: Path) -> list[Path]:
+    dirs = [root / card.folder]
+    if card.name != card.folder:
+        dirs.append(root / card.name)
+    dirs.append(root)
+    return dirs
+
+
+def _find_file(card: DatasetCard, root: Path, fname: str) -> Path | None:
+    for d in _search_dirs(card, root):
+        p = d / fname
+        if p.is_file():
+            return p
+    return None
+
+
+@dataclass(frozen=True)
+class ResolvedForm:
+    """The files of one complete form found on disk."""
+
+    dataset: str
+    form: str
+    image: Path
+    labels: Path
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.form
+
+    @property
+    def image_path(self) -> Path:
+        return self.image
+
+    @property
+    def labels_path(self) -> Path:
+        return self.labels
+
+
+def _missing_message(card: DatasetCard, root: Path, forms: Sequence[FormSpec]) -> str:
+    folder = root / card.folder
+    options = " or ".join(f"{' + '.join(f.files)} (form {f.name!r})" for f in forms)
+    found = [f for form in forms for f in form.files if _find_file(card, root, f)]
+    found_txt = f" (found only {', '.join(dict.fromkeys(found))})" if found else ""
+    if card.downloadable:
+        fetch = f"run `hsi datasets download {card.name}`"
+    else:
+        fetch = f"download them from {card.source_url or 'the source named in the card'}"
+    return (
+        f"{card.name}: files not found under {root}{found_txt}. Put {options} in {folder} "
+        f"(or point --root / ${DATA_ENV} at the folder that holds {card.folder}/), "
+        f"or {fetch}."
+    )
+
+
+def locate_files(
+    name: str | DatasetCard,
+    root: str | os.PathLike[str] | None = None,
+    form: str | None = None,
+) -> ResolvedForm:
+    """Find the first complete form of a dataset under the data root (or the named ``form``).
+
+    Raises:
+        DataError: no form is complete; the message names every form's files and the folder.
+        ConfigError: unknown dataset or form name.
+    """
+    card = get_card(name)
+    base = resolve_root(root)
+    forms = [card.form(form)] if form is not None else list(card.forms)
+    for f in forms:
+        image = _find_file(card, base, f.image.file)
+        labels = _find_file(card, base, f.labels.file)
+        if image is not None and labels is not None:
+            return ResolvedForm(card.name, f.name, image, labels, base)
+    raise DataError(_missing_message(card, base, forms))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(eq=False)
+class LabeledScene:
+    """A cube with its per-pixel labels (``0`` = unlabelled, classes ``1..N`` contiguous)."""
+
+    cube: SpectralCube
+    labels: np.ndarray
+    class_names: list[str]
+    card: DatasetCard | None
+    name: str
+    form: str | None
+    image_path: Path | None
+    labels_path: Path | None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the image file (cached). Split files store it so a split made for one
+        cube cannot be applied to another."""
+        if self.image_path is None:
+            h = hashlib.sha256(np.ascontiguousarray(self.cube.data).tobytes())
+            return h.hexdigest()
+        return file_sha256(self.image_path)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Labelled pixels per class 1..N."""
+        counts = np.bincount(self.labels.ravel(), minlength=self.num_classes + 1)
+        return [int(c) for c in counts[1 : self.num_classes + 1]]
+
+    @property
+    def labeled_mask(self) -> np.ndarray:
+        return self.labels > 0
+
+    def __repr__(self) -> str:
+        return (
+            f"LabeledScene(name={self.name!r}, form={self.form!r}, cube={self.cube!r}, "
+            f"classes={self.num_classes}, labelled={int((self.labels > 0).sum())})"
+        )
+
+
+def _readers():
+    # Imported lazily so the registry (and `hsi datasets list`) work without the readers'
+    # optional heavy dependencies being imported.
+    from hsi.data import readers
+
+    return readers
+
+
+def _check_cube(card: DatasetCard, cube: SpectralCube, path: Path, form: FormSpec) -> None:
+    bands, height, width = cube.shape
+    if bands != card.bands:
+        if bands > card.bands:
+            why = (
+                f"this looks like the uncorrected cube (noisy/water-absorption bands kept); "
+                f"use {form.image.file} as published"
+            )
+        else:
+            why = (
+                "the file looks band-subset or reduced (e.g. PCA); "
+                f"use the full {form.image.file} as published"
+            )
+        raise DataError(
+            f"{card.name}: card says {card.bands} bands, {path.name} has {bands}: {why} ({path})"
+        )
+    if (height, width) != (card.height, card.width):
+        if (height, width) == (card.width, card.height):
+            why = (
+                "height and width are swapped; the file is stored in another axis order "
+                "than the card's layout, so fix the form's layout in the card or re-save the file"
+            )
+        else:
+            why = f"this is not the {card.title} scene as published (cropped or another scene?)"
+        raise DataError(
+            f"{card.name}: card says {card.height}x{card.width} pixels, {path.name} has "
+            f"{height}x{width}: {why} ({path})"
+        )
+
+
+def _check_labels_shape(labels: np.ndarray, cube: SpectralCube, path: Path, what: str) -> None:
+    if labels.ndim != 2:
+        raise DataError(f"{what}: labels in {path.name} have shape {labels.shape}, expected (H, W)")
+    if labels.shape != (cube.height, cube.width):
+        hint = (
+            "; they look transposed relative to the image"
+            if labels.shape == (cube.width, cube.height)
+            else ""
+        )
+        raise DataError(
+            f"{what}: labels in {path.name} are {labels.shape[0]}x{labels.shape[1]} but the "
+            f"image is {cube.height}x{cube.width}{hint}; use the ground truth that belongs to "
+            f"this image"
+        )
+
+
+def _remap(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
+    out = np.zeros(labels.shape, dtype=np.int64)
+    for src, dst in mapping.items():
+        if dst:
+            out[labels == src] = dst
+    return out
+
+
+def load_dataset(
+    name: str | DatasetCard,
+    root: str | os.PathLike[str] | None = None,
+    form: str | None = None,
+) -> LabeledScene:
+    """Load a registered dataset, checked against its card.
+
+    Labels come back as ``int64`` with ``0`` = unlabelled and classes ``1..N`` in the card's
+    order, whatever ids the file used (e.g. Salinas-A's 1, 10..14 become 1..6).
+    """
+    card = get_card(name)
+    resolved = locate_files(card, root, form)
+    spec = card.form(resolved.form)
+    readers = _readers()
+
+    cube = readers.read_cube(resolved.image, spec.image.variable, layout=spec.image.layout)
+    _check_cube(card, cube, resolved.image, spec)
+    if cube.wavelengths is None and card.wavelengths_nm is not None:
+        cube = replace(cube, wavelengths=np.asarray(card.wavelengths_nm, dtype=np.float64))
+
+    raw_labels = np.asarray(readers.read_labels(resolved.labels, spec.labels.variable))
+    _check_labels_shape(raw_labels, cube, resolved.labels, card.name)
+
+    values = np.unique(raw_labels)
+    mapping = card.label_map
+    unknown = [int(v) for v in values if int(v) not in mapping]
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        known = ", ".join(str(v) for v in card.label_values)
+        raise DataError(
+            f"{card.name}: {resolved.labels.name} holds label values {shown} that the card does "
+            f"not define (classes use {known}, {card.ignore_label} = unlabelled); this is not "
+            f"the published ground truth, or the card's classes are incomplete"
+        )
+    labels = _remap(raw_labels, mapping)
+
+    return LabeledScene(
+        cube=cube,
+        labels=labels,
+        class_names=card.class_names,
+        card=card,
+        name=card.name,
+        form=resolved.form,
+        image_path=resolved.image,
+        labels_path=resolved.labels,
+    )
+
+
+def load_scene(
+    image: str | os.PathLike[str],
+    labels: str | os.PathLike[str],
+    *,
+    variable: str | None = None,
+    labels_variable: str | None = None,
+    class_names: Sequence[str] | None = None,
+    layout: str | None = None,
+) -> LabeledScene:
+    """Load a user's image + label files that are not in the registry (name ``"custom"``).
+
+    ``0`` in the labels means unlabelled. With ``class_names``, label ``k`` is
+    ``class_names[k - 1]`` and values above ``len(class_names)`` are an error. Without them, the
+    distinct non-zero values become classes ``1..N`` in increasing order (named ``class_<v>``).
+    """
+    image_path, labels_path = Path(image), Path(labels)
+    for p in (image_path, labels_path):
+        if not p.is_file():
+            raise DataError(f"{p}: file not found; check the path")
+    readers = _readers()
+    cube = readers.read_cube(image_path, variable, layout=layout)
+    raw = np.asarray(readers.read_labels(labels_path, labels_variable))
+    _check_labels_shape(raw, cube, labels_path, "custom")
+
+    values = [int(v) for v in np.unique(raw)]
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise DataError(
+            f"{labels_path.name}: negative label values {negative[:5]}; use 0 for unlabelled "
+            "pixels and 1..N for classes"
+        )
+    present = [v for v in values if v != 0]
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        extra = [v for v in present if v > len(names)]
+        if extra:
+            raise DataError(
+                f"{labels_path.name}: label values {extra[:10]} exceed the {len(names)} class "
+                f"names given; give one name per class id 1..{max(present)}"
+            )
+        mapping = {v: v for v in range(1, len(names) + 1)}
+    else:
+        mapping = {v: i + 1 for i, v in enumerate(present)}
+        names = [f"class_{v}" for v in present]
+    mapping[0] = 0
+    return LabeledScene(
+        cube=cube,
+        labels=_remap(raw, mapping),
+        class_names=names,
+        card=None,
+        name="custom",
+        form=None,
+        image_path=image_path,
+        labels_path=labels_path,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Verifying and downloading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """Result of checking one file: status is ``ok``, ``missing``, ``mismatch`` or
+    ``unverified`` (present, but the card knows no checksum; ``actual`` is its sha256)."""
+
+    file: str
+    path: Path | None
+    status: str
+    expected: str | None
+    actual: str | None
+    algorithm: str | None = None
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_file(spec: FileSpec, path: Path | None) -> FileCheck:
+    known = spec.checksum
+    if path is None:
+        return FileCheck(
+            spec.name,
+            None,
+            "missing",
+            known[1] if known else None,
+            None,
+            known[0] if known else None,
+        )
+    if known is None:
+        return FileCheck(spec.name, path, "unverified", None, _digest(path, "sha256"), "sha256")
+    algorithm, expected = known
+    if spec.size is not None and path.stat().st_size != spec.size:
+        return FileCheck(
+            spec.name,
+            path,
+            "mismatch",
+            f"{spec.size} bytes",
+            f"{path.stat().st_size} bytes",
+            "size",
+        )
+    actual = _digest(path, algorithm)
+    status = "ok" if actual == expected else "mismatch"
+    return FileCheck(spec.name, path, status, expected, actual, algorithm)
+
+
+def verify_dataset(
+    name: str | DatasetCard, root: str | os.PathLike[str] | None = None
+) -> list[FileCheck]:
+    """Check every file the card lists against its checksum (sha256 when known, else md5)."""
+    card = get_card(name)
+    base = resolve_root(root)
+    return [_check_file(spec, _find_file(card, base, fname)) for fname, spec in card.files.items()]
+
+
+# URLError covers DNS/refused/HTTP errors from urlopen; the rest can surface while reading.
+_OFFLINE_ERRORS = (
+    urllib.error.URLError,
+    TimeoutError,
+    ConnectionError,
+    http.client.HTTPException,
+    OSError,
+)
+
+
+def download_dataset(
+    name: str | DatasetCard,
+    root: str | os.PathLike[str] | None = None,
+    timeout: float = 10,
+) -> list[Path]:
+    """Download the files of the dataset's first form into ``<root>/<folder>/``.
+
+    Each file goes to ``<file>.partial``, is checked against the card's checksum, then renamed.
+    Files already present and matching are kept. When the network is unreachable this fails
+    at once with a :class:`DataError` naming the files and the folder to put them in by hand.
+    """
+    card = get_card(name)
+    base = resolve_root(root)
+    folder = base / card.folder
+    form = card.forms[0]
+    wanted = list(form.files)
+    by_hand = (
+        f"download {' and '.join(wanted)} from {card.source_url or 'the source in the card'} "
+        f"and put them in {folder}"
+    )
+    no_url = [f for f in wanted if not card.files[f].url]
+    if no_url:
+        raise DataError(
+            f"{card.name}: no download URL for {', '.join(no_url)} (the provider hands the "
+            f"files out by hand); {by_hand}"
+        )
+
+    out: list[Path] = []
+    for fname in wanted:
+        spec = card.files[fname]
+        existing = _find_file(card, base, fname)
+        if existing is not None and _check_file(spec, existing).status in ("ok", "unverified"):
+            out.append(existing)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / fname
+        partial = folder / (fname + ".partial")
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        try:
+            with (
+                urllib.request.urlopen(spec.url, timeout=timeout) as resp,
+                open(partial, "wb") as fh,
+            ):
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    fh.write(chunk)
+                    sha.update(chunk)
+                    md5.update(chunk)
+        except _OFFLINE_ERRORS as exc:
+            partial.unlink(missing_ok=True)
+            reason = getattr(exc, "reason", None) or exc
+            raise DataError(
+                f"{card.name}: could not download {fname} from {spec.url} ({reason}); "
+                f"{by_hand}, then run `hsi datasets verify {card.name}`"
+            ) from None
+        actual = {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+        known = spec.checksum
+        if known is not None and actual[known[0]] != known[1]:
+            partial.unlink(missing_ok=True)
+            raise DataError(
+                f"{card.name}: downloaded {fname} from {spec.url} but its {known[0]} is "
+                f"{actual[known[0]]}, expected {known[1]} (the server sent another file); "
+                f"{by_hand}"
+            )
+        os.replace(partial, target)
+        out.append(target)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# `hsi datasets` sub-command
+# --------------------------------------------------------------------------------------------
+
+
+def _shape_txt(card: DatasetCard) -> str:
+    return f"{card.height}x{card.width}x{card.bands}"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    base = resolve_root(args.root)
+    rows = [("name", "shape (HxWxB)", "classes", "found", "form")]
+    for n in list_datasets():
+        card = get_card(n)
+        try:
+            resolved = locate_files(card, base)
+            found, form = "yes", resolved.form
+        except DataError:
+            found, form = "no", "-"
+        rows.append((n, _shape_txt(card), str(card.num_classes), found, form))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"data root: {base}")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    card = get_card(args.name)
+    base = resolve_root(args.root)
+    print(f"{card.title} ({card.name})")
+    print(f"  sensor:      {card.sensor}")
+    print(f"  shape:       {_shape_txt(card)} (height x width x bands)")
+    if card.spatial_resolution_m is not None:
+        print(f"  resolution:  {card.spatial_resolution_m:g} m")
+    if card.wavelength_range_nm is not None:
+        lo, hi = card.wavelength_range_nm
+        exact = "exact list in card" if card.wavelengths_nm else "band centres unknown"
+        print(f"  wavelengths: {lo:g}-{hi:g} nm ({exact})")
+    print(f"  classes ({card.num_classes}, {card.ignore_label} = unlabelled):")
+    counts = card.class_counts or [None] * card.num_classes
+    for i, (v, cname, cnt) in enumerate(
+        zip(card.label_values, card.class_names, counts, strict=True), start=1
+    ):
+        file_id = f" (file label {v})" if v != i else ""
+        print(f"    {i:>2} {cname}{file_id}" + (f": {cnt} px" if cnt is not None else ""))
+    print(f"  folder:      {base / card.folder}")
+    for form in card.forms:
+        print(f"  form {form.name}: {' + '.join(form.files)}")
+    for fname, spec in card.files.items():
+        ck = spec.checksum
+        print(f"  file {fname}: {f'{ck[0]} {ck[1]}' if ck else 'no checksum known'}")
+        if spec.url:
+            print(f"       url {spec.url}")
+    for key in ("source_url", "licence", "citation", "notes"):
+        value = getattr(card, key)
+        if value:
+            print(f"  {key}: {' '.join(str(value).split())}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    names = args.names or list_datasets()
+    base = resolve_root(args.root)
+    print(f"data root: {base}")
+    bad = False
+    for n in names:
+        card = get_card(n)
+        for chk in verify_dataset(card, base):
+            bad |= chk.status == "mismatch"
+            detail = ""
+            if chk.status == "mismatch":
+                detail = f" ({chk.algorithm}: expected {chk.expected}, got {chk.actual})"
+            elif chk.status == "unverified":
+                detail = f" (no checksum known; sha256 {chk.actual})"
+            where = chk.path if chk.path is not None else base / card.folder / chk.file
+            print(f"{card.name:<18} {chk.status:<10} {where}{detail}")
+    return 1 if bad else 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    paths = download_dataset(args.name, args.root, timeout=args.timeout)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def datasets_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hsi datasets``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="hsi datasets",
+        description=(
+            "Registered datasets: list, show, verify and download them. Data root: --root, "
+            f"else ${DATA_ENV}, else ~/.cache/hsi."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("list", help="table of datasets and whether their files are found")
+    p.add_argument("--root", default=None, help="data root folder")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="show a dataset card")
+    p.add_argument("name")
+    p.add_argument("--root", default=None, help="data root folder")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("verify", help="check files against the cards' checksums")
+    p.add_argument("names", nargs="*", metavar="NAME", help="datasets (default: all)")
+    p.add_argument("--root", default=None, help="data root folder")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("download", help="download a dataset's files (where a URL is known)")
+    p.add_argument("name")
+    p.add_argument("--root", default=None, help="data root folder")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per connection")
+    p.set_defaults(func=_cmd_download)
+
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # argparse reports usage errors by exiting
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except HsiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(datasets_main())

@@ -1,0 +1,157 @@
+"""Test reports: a JSON file with every number and its provenance, and a map picture.
+
+A report always names its protocol and whether it is leaky, so a number can never be
+quoted without the conditions that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import hsi
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def class_colors(n: int) -> np.ndarray:
+    """``(n + 1, 3)`` uint8 palette; index 0 (unlabelled / no-data) is black."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"] if n <= 20 else matplotlib.colormaps["gist_ncar"]
+    colors = [(0, 0, 0)] + [
+        tuple(int(255 * c) for c in cmap(i / max(n - 1, 1) if n > 20 else i)[:3]) for i in range(n)
+    ]
+    return np.asarray(colors, dtype=np.uint8)
+
+
+def save_map_figure(
+    path: Path,
+    prediction: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: list[str],
+    title: str,
+    test_mask: np.ndarray | None = None,
+) -> Path:
+    """PNG with the predicted map beside the ground truth (and the test-pixel errors)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    palette = class_colors(len(class_names))
+    panels = [("prediction (every pixel)", palette[prediction])]
+    if labels is not None:
+        panels.insert(0, ("ground truth", palette[labels]))
+        if test_mask is not None:
+            err = np.zeros(labels.shape + (3,), dtype=np.uint8)
+            ok = test_mask & (prediction == labels)
+            bad = test_mask & (prediction != labels)
+            err[ok] = (40, 160, 40)
+            err[bad] = (220, 30, 30)
+            panels.append(("test pixels: correct / wrong", err))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.5, 4.6))
+    for ax, (name, img) in zip(np.atleast_1d(axes), panels, strict=True):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    handles = [Patch(color=palette[i + 1] / 255, label=n) for i, n in enumerate(class_names)]
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(right=1 - 2.3 / fig.get_figwidth(), top=0.86)
+    tmp = path.with_name(f".{path.stem}.partial.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_classification_report(
+    out_dir: Path,
+    *,
+    confusion: np.ndarray,
+    metrics: dict[str, Any],
+    data: dict[str, Any],
+    task: dict[str, Any],
+    timings: dict[str, Any],
+    prediction: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    split: Any = None,
+) -> list[Path]:
+    """Write ``test_report.json`` (and ``test_map.png`` when a map is given) to out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    class_names = data.get("class_names") or [f"class_{i + 1}" for i in range(len(confusion))]
+    split_info = data.get("split") or {}
+    per_class = [
+        {
+            "class": name,
+            "accuracy": acc,
+            "test_pixels": sup,
+            "train_pixels": (split_info.get("counts", {}).get("train", {}) or {}).get(name),
+        }
+        for name, acc, sup in zip(
+            class_names, metrics["per_class"], metrics["support"], strict=True
+        )
+    ]
+    report = {
+        "hsi_version": hsi.__version__,
+        "git": _git_hash(),
+        "python": platform.python_version(),
+        "dataset": data.get("dataset"),
+        "protocol": split_info.get("protocol"),
+        "leaky": data.get("leaky"),
+        "leaky_reasons": data.get("leaky_reasons"),
+        "seed": split_info.get("seed"),
+        "split_file": data.get("split_file"),
+        "model": task.get("model"),
+        "parameters": task.get("parameters"),
+        "epochs_run": task.get("epochs_run"),
+        "metrics": {k: metrics[k] for k in ("OA", "AA", "kappa")},
+        "per_class": per_class,
+        "confusion_matrix": np.asarray(confusion).astype(int).tolist(),
+        "timings": timings,
+        "data": {k: v for k, v in data.items() if k not in ("wavelengths",)},
+        "task": task,
+    }
+    paths = []
+    json_path = out_dir / "test_report.json"
+    _atomic_write_text(json_path, json.dumps(report, indent=2, default=str))
+    paths.append(json_path)
+    if prediction is not None:
+        test_mask = None if split is None else split.assignment == 3
+        title = (
+            f"{task.get('model')} on {data.get('dataset')} — protocol "
+            f"{split_info.get('protocol')}{' (leaky)' if data.get('leaky') else ''}: "
+            f"OA {metrics['OA']:.2f}  AA {metrics['AA']:.2f}  κ {metrics['kappa']:.2f}"
+        )
+        paths.append(
+            save_map_figure(
+                out_dir / "test_map.png", prediction, labels, class_names, title, test_mask
+            )
+        )
+    return paths

@@ -1,0 +1,444 @@
+"""Dataset cards and the registry: parsing, locating, loading, verifying, downloading, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import yaml
+
+from hsi.data import registry
+from hsi.data.registry import (
+    cards_dir,
+    datasets_main,
+    download_dataset,
+    get_card,
+    list_datasets,
+    load_dataset,
+    load_scene,
+    locate_files,
+    resolve_root,
+    verify_dataset,
+)
+from hsi.errors import ConfigError, DataError
+
+EXPECTED = {
+    "indian_pines",
+    "salinas",
+    "salinas_a",
+    "pavia_university",
+    "pavia_centre",
+    "ksc",
+    "botswana",
+    "whu_hi_longkou",
+    "whu_hi_honghu",
+    "whu_hi_hanchuan",
+    "houston2013",
+}
+
+
+def _shared_data() -> Path | None:
+    env = os.environ.get("HSI_SHARED_DATA")
+    cands = [Path(env)] if env else []
+    cands.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    for c in cands:
+        if (c / "indian_pines").is_dir():
+            return c
+    return None
+
+
+SHARED = _shared_data()
+needs_shared = pytest.mark.skipif(
+    SHARED is None,
+    reason="real data not found (../shared/data or $HSI_SHARED_DATA); Indian Pines/Salinas-A "
+    "loading is tested only where it exists",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test may see a user's data root or cache."""
+    monkeypatch.delenv("HSI_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+# ---------------------------------------------------------------------------- cards
+
+
+def test_every_card_parses_and_is_consistent():
+    names = list_datasets()
+    assert set(names) == EXPECTED
+    raw_names = []
+    for path in sorted(cards_dir().glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        raw_names.append(raw["name"])
+        card = get_card(raw["name"])
+        assert card.name == path.stem
+        assert card.num_classes == len(card.class_names) == len(card.label_values)
+        assert len(set(card.label_values)) == card.num_classes
+        assert card.ignore_label not in card.label_values
+        if card.class_counts is not None:
+            assert len(card.class_counts) == card.num_classes
+        assert card.forms, card.name
+        for form in card.forms:
+            for f in form.files:
+                assert f in card.files, f"{card.name}: {f} missing from files"
+        for spec in card.files.values():
+            if spec.sha256:
+                assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
+            if spec.md5:
+                assert len(spec.md5) == 32 and int(spec.md5, 16) >= 0
+        assert card.wavelengths_nm is None or len(card.wavelengths_nm) == card.bands
+        for key in ("source_url", "licence", "citation", "notes"):
+            assert getattr(card, key), f"{card.name}: {key} is empty"
+    assert len(raw_names) == len(set(raw_names))
+
+
+def test_aliases_are_unique_and_resolve():
+    owner: dict[str, str] = {}
+    for n in list_datasets():
+        card = get_card(n)
+        for a in (card.name, *card.aliases):
+            key = registry._squash(a)
+            assert owner.setdefault(key, n) == n, f"alias {a} used by {owner[key]} and {n}"
+            assert get_card(a).name == n
+
+
+def test_card_shapes_and_class_facts():
+    ip = get_card("indian_pines")
+    assert ip.cube_shape == (200, 145, 145)
+    assert ip.class_names[0] == "Alfalfa" and ip.class_names[-1] == "Stone-Steel-Towers"
+    assert sum(ip.class_counts) == 10249
+    sa = get_card("salinas_a")
+    assert sa.label_values == [1, 10, 11, 12, 13, 14]
+    assert sa.class_names[1] == "Corn_senesced_green_weeds"
+    assert sa.label_map == {1: 1, 10: 2, 11: 3, 12: 4, 13: 5, 14: 6, 0: 0}
+    assert sum(get_card("salinas").class_counts) == 54129
+    assert sum(get_card("pavia_university").class_counts) == 42776
+    assert get_card("whu_hi_longkou").cube_shape == (270, 550, 400)
+    assert get_card("whu_hi_honghu").num_classes == 22
+    assert get_card("whu_hi_hanchuan").cube_shape == (274, 1217, 303)
+    assert get_card("houston2013").cube_shape == (144, 349, 1905)
+    assert get_card("salinas").files["Salinas_corrected.mat"].md5 == (
+        "485d8802f4a6b4ebc0767d48dd0da06b"
+    )
+
+
+@pytest.mark.parametrize("spelling", ["Indian-Pines", "INDIAN_PINES", "IndianPines", "ip"])
+def test_name_variants_accepted(spelling):
+    assert get_card(spelling).name == "indian_pines"
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(ConfigError) as err:
+        get_card("indian_pine")
+    msg = str(err.value)
+    assert "did you mean indian_pines" in msg
+    assert "salinas_a" in msg and "houston2013" in msg
+    with pytest.raises(ConfigError, match="known datasets"):
+        get_card("no_such_scene_at_all")
+
+
+def test_bad_card_is_a_clear_config_error(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(
+        "name: broken\ntitle: B\nsensor: S\nfolder: b\nshape: {height: 2, width: 2, bands: 3}\n"
+        "classes: [a, b]\nclass_counts: [1]\nforms:\n  - name: mat\n"
+        "    image: {file: x.mat}\n    labels: {file: y.mat}\nfiles:\n  x.mat: {}\n  y.mat: {}\n"
+    )
+    with pytest.raises(ConfigError, match="class_counts needs 2"):
+        registry._parse_card(bad)
+    bad.write_text(bad.read_text().replace("class_counts: [1]\n", "").replace("  y.mat: {}\n", ""))
+    with pytest.raises(ConfigError, match="y.mat, which is not under files"):
+        registry._parse_card(bad)
+
+
+# ---------------------------------------------------------------------------- data root
+
+
+def test_resolve_root_order(monkeypatch, tmp_path):
+    assert resolve_root() == (tmp_path / "xdg-cache" / "hsi").resolve()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert resolve_root() == (Path.home() / ".cache" / "hsi").resolve()
+    monkeypatch.setenv("HSI_DATA", str(tmp_path / "env-root"))
+    assert resolve_root() == (tmp_path / "env-root").resolve()
+    assert resolve_root(tmp_path / "arg") == (tmp_path / "arg").resolve()
+
+
+def test_missing_files_message_names_files_folder_and_command(tmp_path):
+    with pytest.raises(DataError) as err:
+        locate_files("indian_pines", root=tmp_path)
+    msg = str(err.value)
+    for f in (
+        "Indian_pines_corrected.mat",
+        "Indian_pines_gt.mat",
+        "Indian_pines_corrected.npy",
+        "Indian_pines_gt.npy",
+    ):
+        assert f in msg
+    assert str(tmp_path.resolve() / "indian_pines") in msg
+    assert "hsi datasets download indian_pines" in msg
+    assert msg.count("\n") <= 3
+
+    # A scene without download URLs points at its source page instead.
+    with pytest.raises(DataError) as err:
+        locate_files("whu_hi_longkou", root=tmp_path)
+    assert "rsidea.whu.edu.cn" in str(err.value) and "WHU_Hi_LongKou_gt.mat" in str(err.value)
+
+    with pytest.raises(ConfigError, match="forms are: mat, npy"):
+        locate_files("indian_pines", root=tmp_path, form="tif")
+
+
+def test_partial_files_are_reported(tmp_path):
+    folder = tmp_path / "salinas"
+    folder.mkdir()
+    (folder / "Salinas_gt.mat").write_bytes(b"x")
+    with pytest.raises(DataError, match="found only Salinas_gt.mat"):
+        locate_files("salinas", root=tmp_path)
+
+
+# ---------------------------------------------------------------------------- real data
+
+
+@needs_shared
+def test_indian_pines_both_forms_identical():
+    mat = load_dataset("indian_pines", root=SHARED, form="mat")
+    npy = load_dataset("indian_pines", root=SHARED, form="npy")
+    assert mat.form == "mat" and npy.form == "npy"
+    assert mat.cube.shape == (200, 145, 145)
+    np.testing.assert_array_equal(mat.cube.data, npy.cube.data)
+    np.testing.assert_array_equal(mat.labels, npy.labels)
+    assert mat.labels.dtype == np.int64 and mat.labels.shape == (145, 145)
+    assert mat.num_classes == 16 and mat.class_names == get_card("indian_pines").class_names
+    assert mat.class_counts == list(get_card("indian_pines").class_counts)
+    assert int(mat.labels.max()) == 16 and int((mat.labels == 0).sum()) == 10776
+    # Default form is the first complete one.
+    assert load_dataset("Indian-Pines", root=SHARED).form == "mat"
+    # Fingerprint = sha256 of the image file, computed lazily once.
+    assert mat.fingerprint == get_card("indian_pines").files["Indian_pines_corrected.mat"].sha256
+    assert mat.fingerprint != npy.fingerprint
+
+
+@needs_shared
+def test_indian_pines_verify_ok():
+    checks = {c.file: c for c in verify_dataset("indian_pines", root=SHARED)}
+    assert checks["Indian_pines_corrected.mat"].status == "ok"
+    assert checks["Indian_pines_gt.mat"].status == "ok"
+    assert checks["Indian_pines_gt.npy"].status == "ok"
+    assert checks["Indian_pines_corrected.mat"].algorithm == "sha256"
+
+
+@needs_shared
+def test_salinas_a_sparse_ids_become_contiguous():
+    scene = load_dataset("salinas_a", root=SHARED)
+    assert scene.cube.shape == (204, 83, 86)
+    assert scene.num_classes == 6
+    assert sorted(np.unique(scene.labels).tolist()) == [0, 1, 2, 3, 4, 5, 6]
+    assert scene.class_counts == [391, 1343, 616, 1525, 674, 799]
+    assert scene.class_names[0] == "Brocoli_green_weeds_1"
+    assert scene.class_names[5] == "Lettuce_romaine_7wk"
+
+
+@needs_shared
+def test_hsi_data_env_is_honoured(monkeypatch):
+    monkeypatch.setenv("HSI_DATA", str(SHARED))
+    assert locate_files("salinas_a").image.name == "SalinasA_corrected.mat"
+
+
+# ---------------------------------------------------------------------------- generated files
+
+
+def _write_salinas(folder: Path, bands: int = 204) -> np.ndarray:
+    """Files in the format of the GIC Salinas pair (v5 .mat, H x W x B uint16)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cube = np.zeros((512, 217, bands), dtype=np.uint16)
+    cube[0, 0, :] = np.arange(bands, dtype=np.uint16)
+    gt = np.zeros((512, 217), dtype=np.uint8)
+    gt[0, :16] = np.arange(1, 17)
+    gt[1, :3] = 16
+    scipy.io.savemat(
+        folder / "Salinas_corrected.mat", {"salinas_corrected": cube}, do_compression=True
+    )
+    scipy.io.savemat(folder / "Salinas_gt.mat", {"salinas_gt": gt})
+    return gt
+
+
+def test_salinas_generated_file_loads_through_registry(tmp_path):
+    gt = _write_salinas(tmp_path / "salinas")
+    scene = load_dataset("salinas", root=tmp_path)
+    assert scene.cube.shape == (204, 512, 217)
+    assert scene.cube.data[:, 0, 0].tolist() == list(range(204))
+    np.testing.assert_array_equal(scene.labels, gt.astype(np.int64))
+    assert scene.class_counts == [1] * 15 + [4]
+    assert scene.class_names[-1] == "Vinyard_vertical_trellis"
+    # Only an md5 is known for the cube: it reports a mismatch, not "ok".
+    checks = {c.file: c for c in verify_dataset("salinas", root=tmp_path)}
+    assert checks["Salinas_corrected.mat"].status == "mismatch"
+    assert checks["Salinas_corrected.mat"].algorithm == "md5"
+    assert checks["Salinas_gt.mat"].status == "mismatch"  # sha256 of our generated gt
+
+
+def test_wrong_band_count_is_a_clear_error(tmp_path):
+    _write_salinas(tmp_path / "salinas", bands=224)
+    with pytest.raises(DataError) as err:
+        load_dataset("salinas", root=tmp_path)
+    msg = str(err.value)
+    assert "card says 204 bands" in msg and "Salinas_corrected.mat has 224" in msg
+    assert "uncorrected" in msg
+
+
+def test_label_shape_and_values_checked(tmp_path):
+    folder = tmp_path / "salinasA"
+    folder.mkdir()
+    cube = np.ones((83, 86, 204), dtype=np.int16)
+    scipy.io.savemat(folder / "SalinasA_corrected.mat", {"salinasA_corrected": cube})
+    gt = np.zeros((83, 86), dtype=np.uint8)
+    gt[0, 0] = 2  # not a Salinas-A class id
+    scipy.io.savemat(folder / "SalinasA_gt.mat", {"salinasA_gt": gt})
+    with pytest.raises(DataError, match="label values 2 that the card does not define"):
+        load_dataset("salinas_a", root=tmp_path)
+    scipy.io.savemat(folder / "SalinasA_gt.mat", {"salinasA_gt": np.zeros((86, 83), np.uint8)})
+    with pytest.raises(DataError, match="look transposed"):
+        load_dataset("salinas_a", root=tmp_path)
+
+
+def test_load_scene_custom_files(tmp_path):
+    cube = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    labels = np.zeros((4, 5), dtype=np.int32)
+    labels[0, 0], labels[1, 1], labels[2, 2] = 3, 7, 7
+    np.save(tmp_path / "img.npy", cube)
+    np.save(tmp_path / "gt.npy", labels)
+    scene = load_scene(tmp_path / "img.npy", tmp_path / "gt.npy")
+    assert scene.name == "custom" and scene.card is None
+    assert scene.cube.shape == (3, 4, 5)
+    assert scene.class_names == ["class_3", "class_7"]
+    assert scene.class_counts == [1, 2]
+    named = load_scene(tmp_path / "img.npy", tmp_path / "gt.npy", class_names=list("abcdefg"))
+    assert named.labels[1, 1] == 7 and named.num_classes == 7
+    with pytest.raises(DataError, match="exceed the 2 class names"):
+        load_scene(tmp_path / "img.npy", tmp_path / "gt.npy", class_names=["a", "b"])
+    np.save(tmp_path / "gt_bad.npy", np.zeros((5, 4), np.int32))
+    with pytest.raises(DataError, match="labels in gt_bad.npy are 5x4"):
+        load_scene(tmp_path / "img.npy", tmp_path / "gt_bad.npy")
+    assert len(scene.fingerprint) == 64
+
+
+# ---------------------------------------------------------------------------- download
+
+
+class _FakeResponse(io.BytesIO):
+    pass
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def test_download_offline_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    with pytest.raises(DataError) as err:
+        download_dataset("indian_pines", root=tmp_path)
+    msg = str(err.value)
+    assert "Indian_pines_corrected.mat" in msg and "Indian_pines_gt.mat" in msg
+    assert str(tmp_path.resolve() / "indian_pines") in msg
+    assert not list((tmp_path / "indian_pines").glob("*.partial"))
+    # A scene without URLs fails before any network access.
+    with pytest.raises(DataError, match="no download URL"):
+        download_dataset("houston2013", root=tmp_path)
+
+
+def test_download_success_and_checksum_mismatch(monkeypatch, tmp_path):
+    payload = {"a.mat": b"cube-bytes", "b.mat": b"label-bytes"}
+    card = registry._parse_card(_fake_card(tmp_path, payload))
+    monkeypatch.setattr(registry, "get_card", lambda name: card)
+    seen = []
+
+    def fake_urlopen(url, timeout=None):
+        seen.append(url)
+        return _FakeResponse(payload[url.rsplit("/", 1)[1]])
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    root = tmp_path / "root"
+    paths = download_dataset("fake", root=root)
+    assert [p.name for p in paths] == ["a.mat", "b.mat"]
+    assert (root / "fake" / "a.mat").read_bytes() == b"cube-bytes"
+    assert not list((root / "fake").glob("*.partial"))
+    assert len(seen) == 2
+    # Present and verified: not downloaded again.
+    download_dataset("fake", root=root)
+    assert len(seen) == 2
+
+    payload["a.mat"] = b"something else"
+    (root / "fake" / "a.mat").unlink()
+    with pytest.raises(DataError, match="sha256 is .* expected"):
+        download_dataset("fake", root=root)
+    assert not (root / "fake" / "a.mat").exists()
+    assert not list((root / "fake").glob("*.partial"))
+
+
+def _fake_card(tmp_path: Path, payload: dict[str, bytes]) -> Path:
+    path = tmp_path / "fake.yaml"
+    files = "".join(
+        f"  {n}: {{sha256: {hashlib.sha256(b).hexdigest()}, size: {len(b)}, "
+        f"url: 'http://example.invalid/{n}'}}\n"
+        for n, b in payload.items()
+    )
+    path.write_text(
+        "name: fake\ntitle: Fake\nsensor: S\nfolder: fake\n"
+        "shape: {height: 2, width: 2, bands: 3}\nclasses: [a]\nforms:\n  - name: mat\n"
+        "    image: {file: a.mat}\n    labels: {file: b.mat}\nfiles:\n" + files
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_list_info_and_errors(tmp_path, capsys):
+    assert datasets_main(["list", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "indian_pines" in out and "145x145x200" in out and "whu_hi_honghu" in out
+    assert datasets_main(["info", "salinas-a"]) == 0
+    out = capsys.readouterr().out
+    assert "file label 10" in out and "SalinasA_gt.mat" in out
+    assert datasets_main(["info", "indian_pine"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "did you mean indian_pines" in err
+    assert datasets_main([]) == 2
+    assert datasets_main(["bogus"]) == 2
+
+
+@needs_shared
+def test_cli_list_and_verify_real_root(tmp_path, capsys):
+    assert datasets_main(["list", "--root", str(SHARED)]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["indian_pines"][3:] == ["yes", "mat"]
+    assert rows["salinas_a"][3:] == ["yes", "mat"]
+    assert rows["salinas"][3] == "no"
+    assert datasets_main(["verify", "indian_pines", "--root", str(SHARED)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok ") == 4
+    # A corrupted copy is a mismatch: exit code 1.
+    folder = tmp_path / "indian_pines"
+    folder.mkdir()
+    shutil.copy(SHARED / "indian_pines" / "Indian_pines_gt.mat", folder)
+    with open(folder / "Indian_pines_gt.mat", "r+b") as fh:
+        fh.seek(200)
+        fh.write(b"\x00\x01")
+    assert datasets_main(["verify", "indian_pines", "--root", str(tmp_path)]) == 1
+    assert "mismatch" in capsys.readouterr().out
+
+
+def test_cli_download_offline(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    assert datasets_main(["download", "salinas", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Salinas_corrected.mat" in err and str(tmp_path.resolve() / "salinas") in err
