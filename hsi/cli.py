@@ -78,6 +78,7 @@ def run_lightning(args: list[str] | None = None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hsi`` console script."""
+    from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -85,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             from hsi.data.registry import datasets_main
 
             return datasets_main(argv[1:])
-        run_lightning(argv)
+        if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
+            # whole-scene inference from a checkpoint (hsi.inference); `predict` without
+            # --input stays LightningCLI's predict over a data module
+            from hsi.inference import scene_main
+
+            return scene_main(argv[1:])
+        # LightningCLI reads sys.argv itself; passing it too only triggers a warning
+        run_lightning(None if from_console else argv)
         return 0
     except HsiError as exc:
         print(f"error: {exc}", file=sys.stderr)

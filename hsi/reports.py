@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 import hsi
+from hsi.data.writers import atomic_output
 
 
 def _git_hash() -> str | None:
@@ -29,12 +30,6 @@ def _git_hash() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def class_colors(n: int) -> np.ndarray:
@@ -83,10 +78,11 @@ def save_map_figure(
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(right=1 - 2.3 / fig.get_figwidth(), top=0.86)
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_output(path, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -140,7 +136,8 @@ def write_classification_report(
     }
     paths = []
     json_path = out_dir / "test_report.json"
-    _atomic_write_text(json_path, json.dumps(report, indent=2, default=str))
+    with atomic_output(json_path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
     paths.append(json_path)
     if prediction is not None:
         test_mask = None if split is None else split.assignment == 3

@@ -112,5 +112,23 @@ def test_missing_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     image, gt = _write_scene(tmp_path)
     cfg = _config(tmp_path, tmp_path / "nope.mat", gt)
     assert main(["fit", "--config", str(cfg)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "nope.mat" in err
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "nope.mat" in last
+
+
+def test_band_count_disagreeing_with_the_data_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    code = main(["fit", "--config", str(cfg), "--model.init_args.in_bands", "30"])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "in_bands=30" in last and "16" in last
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    code = main(["fit", "--config", str(cfg), "--data.init_args.dataset", "indian_pine"])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "indian_pines" in last

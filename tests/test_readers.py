@@ -374,6 +374,7 @@ def test_geotiff_wavelength_sources(tmp_path: Path, kind: str, expected: list[fl
     np.testing.assert_allclose(sub.wavelengths, [expected[2], expected[0]])
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_geotiff_scales_descriptions_and_no_georef(tmp_path: Path) -> None:
     p = tmp_path / "plain.tif"
     with rasterio.open(

@@ -90,6 +90,7 @@ def test_mask_without_nodata_uses_internal_mask(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]  # mask is inside the file
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_layout_compression_and_tiling(tmp_path: Path) -> None:
     big = write_geotiff(tmp_path / "big.tif", np.zeros((2, 300, 280), dtype=np.float32))
     small = write_geotiff(tmp_path / "small.tif", np.zeros((20, 40), dtype=np.int16))
@@ -130,11 +131,12 @@ def test_windowed_read_of_written_file(tmp_path: Path) -> None:
     full = read_cube(out)
     part = read_cube(out, window=((2, 9), (5, 25)), bands=[1, 3])
     np.testing.assert_array_equal(part.data, full.data[[1, 3], 2:9, 5:25])
-    assert part.transform == TRANSFORM * Affine.translation(5, 2)
+    assert part.transform == TRANSFORM @ Affine.translation(5, 2)
     np.testing.assert_array_equal(part.nodata_mask, full.nodata_mask[2:9, 5:25])
     np.testing.assert_array_equal(part.wavelengths, full.wavelengths[[1, 3]])
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_colormap_on_class_map(tmp_path: Path) -> None:
     classes = (np.arange(64).reshape(8, 8) % 3).astype(np.uint8)
     cmap = {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 128, 0, 255)}

@@ -1,7 +1,12 @@
-"""The spectral-cube data layer: cube type, readers/writers, registry, protocols, patches."""
+"""The spectral-cube data layer: cube type, readers/writers, registry, protocols, patches.
+
+The Lightning data module is imported lazily, so readers and the registry load without
+importing Lightning (``hsi datasets list`` starts in a fraction of a second).
+"""
+
+from typing import Any
 
 from hsi.data.cube import SpectralCube
-from hsi.data.datamodule import HyperspectralPatchDataModule
 from hsi.data.preprocessing import Preprocessor
 from hsi.data.protocols import Split, disjoint_split, make_split, random_split
 
@@ -14,3 +19,11 @@ __all__ = [
     "make_split",
     "random_split",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HyperspectralPatchDataModule":
+        from hsi.data.datamodule import HyperspectralPatchDataModule
+
+        return HyperspectralPatchDataModule
+    raise AttributeError(f"module 'hsi.data' has no attribute {name!r}")

@@ -106,7 +106,7 @@ class HyperspectralPatchDataModule(L.LightningDataModule):
         self.scene: Any = None
         self.split: Split | None = None
         self.preprocessor: Preprocessor | None = None
-        self._padded = None
+        self.padded_cube = None
         self.split_path: Path | None = None
 
     # ---- scene and split -------------------------------------------------------------
@@ -208,7 +208,7 @@ class HyperspectralPatchDataModule(L.LightningDataModule):
                 raise ConfigError(f"pca_fit must be 'train' or 'image', got {self.pca_fit!r}")
             self.preprocessor = pre.fit(fit_pixels, fit_on=self.pca_fit)
         transformed = self.preprocessor.transform_cube(data, valid)
-        self._padded = pad_cube(transformed, self.patch_size // 2, self.pad_mode)
+        self.padded_cube = pad_cube(transformed, self.patch_size // 2, self.pad_mode)
         self._save_split_in_run()
 
     def _dataset(self, part: str, augment: bool = False) -> PatchDataset:
@@ -216,7 +216,7 @@ class HyperspectralPatchDataModule(L.LightningDataModule):
             self.setup()
         coords = self.split.indices(part)
         labels = self.scene.labels[coords[:, 0], coords[:, 1]] - 1
-        return PatchDataset(self._padded, coords, labels, self.patch_size, augment)
+        return PatchDataset(self.padded_cube, coords, labels, self.patch_size, augment)
 
     def _loader(self, dataset: PatchDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -241,7 +241,7 @@ class HyperspectralPatchDataModule(L.LightningDataModule):
         if self.split is None:
             self.setup()
         coords = np.argwhere(self.scene.cube.valid_mask)
-        return self._loader(PatchDataset(self._padded, coords, None, self.patch_size), False)
+        return self._loader(PatchDataset(self.padded_cube, coords, None, self.patch_size), False)
 
     # ---- what a report and a checkpoint need ------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -68,9 +68,10 @@ class Split:
         return self.protocol == "random"
 
     def save(self, path: str | Path) -> Path:
-        """Write the split as JSON (run-length free: a list of indices per part)."""
+        """Write the split as JSON: flat pixel indices per part, the seed and the cube sha256."""
+        from hsi.data.writers import atomic_output
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format_version": SPLIT_FORMAT_VERSION,
             "protocol": self.protocol,
@@ -84,9 +85,8 @@ class Split:
                 for part, code in PART_CODES.items()
             },
         }
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(path)
+        with atomic_output(path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(payload))
         return path
 
     @classmethod

@@ -1144,7 +1144,10 @@ def _envi_georef(header: dict[str, str], hdr: Path) -> tuple[Any, Any]:
     rotation = 0.0
     for item in items:
         if item.lower().replace(" ", "").startswith("rotation="):
-            rotation = float(item.split("=", 1)[1])
+            try:
+                rotation = float(item.split("=", 1)[1])
+            except ValueError as exc:
+                raise DataError(f"{hdr}: map info has '{item}', not a number; fix it") from exc
     if rotation:
         rad = math.radians(rotation)
         cos, sin = math.cos(rad), math.sin(rad)

@@ -206,16 +206,18 @@ class ClassificationTask(L.LightningModule):
 
     @torch.no_grad()
     def predict_map(self, dm: Any) -> np.ndarray:
-        """Class id (1..N, 0 = no-data) of every pixel of the data module's scene."""
-        height, width = dm.scene.labels.shape
-        out = np.zeros((height, width), dtype=np.int64)
-        was_training = self.training
-        self.eval()
-        for batch in dm.predict_dataloader():
-            logits = self(batch["image"].to(self.device))
-            rows, cols = batch["coords"].T.numpy()
-            out[rows, cols] = logits.argmax(1).cpu().numpy() + 1
-        self.train(was_training)
+        """Class id (1..N, 0 = no-data) of every pixel of the data module's scene.
+
+        Uses the model's fully-convolutional path when it has one (HybridSN: ~50× faster
+        than one patch per pixel), else batched patch extraction.
+        """
+        from hsi.inference import classify_cube
+
+        probs = classify_cube(
+            self.net, dm.padded_cube, dm.patch_size, batch_size=dm.batch_size, device=self.device
+        )
+        out = probs.argmax(0).numpy().astype(np.int64) + 1
+        out[~dm.scene.cube.valid_mask] = 0
         return out
 
     def describe(self) -> dict[str, Any]:
