@@ -1,4 +1,5 @@
-"""The ``hsi`` command line: LightningCLI for fit/validate/test/predict, plus ``datasets``.
+"""The ``hsi`` command line: LightningCLI for fit/validate/test/predict, plus ``datasets``,
+``convert`` and whole-scene ``predict --input``.
 
 The CLI only wires registry models, tasks and data modules together; every option is a
 constructor argument of one of them, so YAML configs and command-line overrides are the
@@ -76,16 +77,60 @@ def run_lightning(args: list[str] | None = None) -> Any:
     )
 
 
+OVERVIEW = """hsi — hyperspectral model zoo
+
+  hsi fit|validate|test|predict --config CONFIG.yaml [--section.key value ...]
+                                   train / evaluate with LightningCLI (configs/ has examples)
+  hsi predict --ckpt CKPT --input SCENE.tif --output MAP.tif
+                                   classify a whole GeoTIFF/ENVI scene, georeferenced map out
+  hsi datasets list|info|verify|download
+                                   the dataset registry (data root: --root, $HSI_DATA)
+  hsi convert IN OUT.tif           any cube hsi reads (.mat, .npy, ENVI) to GeoTIFF
+"""
+
+
+def convert_main(argv: list[str]) -> int:
+    """``hsi convert IN OUT.tif``: any cube hsi reads (.mat, .npy, ENVI, GeoTIFF) to GeoTIFF."""
+    import argparse
+
+    from hsi.data.readers import read_cube
+    from hsi.data.writers import write_geotiff
+
+    parser = argparse.ArgumentParser(
+        prog="hsi convert",
+        description="Write a cube that hsi can read as a tiled, compressed GeoTIFF "
+        "(wavelengths, no-data, CRS and transform kept when the source has them).",
+    )
+    parser.add_argument("input", help="a .mat, .npy, ENVI .hdr or GeoTIFF file")
+    parser.add_argument("output", help="the GeoTIFF to write")
+    parser.add_argument("--variable", help="variable name inside a .mat file (auto if omitted)")
+    parser.add_argument(
+        "--layout", help="axis order of a .mat/.npy array: hwb (default, MATLAB) or bhw"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = parser.parse_args(argv)
+    cube = read_cube(args.input, args.variable, layout=args.layout)
+    path = write_geotiff(args.output, cube, overwrite=args.overwrite)
+    print(f"wrote {path}: {cube.bands} bands, {cube.height}x{cube.width}, {cube.data.dtype}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hsi`` console script."""
     from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(OVERVIEW)
+            if not argv:
+                return 0
         if argv and argv[0] == "datasets":
             from hsi.data.registry import datasets_main
 
             return datasets_main(argv[1:])
+        if argv and argv[0] == "convert":
+            return convert_main(argv[1:])
         if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module

@@ -38,7 +38,7 @@ from hsi.data.cube import SpectralCube
 from hsi.data.patches import PAD_MODES
 from hsi.data.preprocessing import Preprocessor
 from hsi.data.readers import read_cube, read_envi_header
-from hsi.data.writers import atomic_output
+from hsi.data.writers import atomic_output, geotiff_block_size
 from hsi.errors import ConfigError, DataError, HsiError
 
 __all__ = ["classify_cube", "predict_scene", "scene_main"]
@@ -425,14 +425,6 @@ def _side_paths(output: Path) -> dict[str, Path]:
     }
 
 
-def _block_size(n: int) -> int:
-    """GeoTIFF tile side: 256, or the smallest power of two >= n (at least 16)."""
-    size = 16
-    while size < n and size < 256:
-        size *= 2
-    return size
-
-
 def _profile(scene: _Scene, count: int, dtype: str, nodata: float) -> dict[str, Any]:
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -442,8 +434,8 @@ def _profile(scene: _Scene, count: int, dtype: str, nodata: float) -> dict[str, 
         "dtype": dtype,
         "nodata": nodata,
         "tiled": True,
-        "blockxsize": _block_size(scene.width),
-        "blockysize": _block_size(scene.height),
+        "blockxsize": geotiff_block_size(scene.width),
+        "blockysize": geotiff_block_size(scene.height),
         "compress": "deflate",
         "predictor": 3 if dtype.startswith("float") else 2,
         "interleave": "band",

@@ -132,3 +132,16 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "indian_pines" in last
+
+
+def test_convert_mat_to_geotiff_and_help(tmp_path: Path, capsys) -> None:
+    from hsi.data.readers import read_cube
+
+    image, _ = _write_scene(tmp_path)
+    out = tmp_path / "toy.tif"
+    assert main(["convert", str(image), str(out)]) == 0
+    assert np.array_equal(read_cube(out).data, read_cube(image).data)
+    assert main(["convert", str(image), str(out)]) == 2  # refuses to overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([]) == 0
+    assert "hsi predict --ckpt" in capsys.readouterr().out

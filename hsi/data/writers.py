@@ -93,7 +93,7 @@ def _unlink_quietly(p: Path) -> None:
         pass
 
 
-def _block_size(n: int) -> int:
+def geotiff_block_size(n: int) -> int:
     """256, or the smallest power of two >= ``n`` (at least 16) for smaller images."""
     size = _MIN_BLOCK
     while size < n and size < _MAX_BLOCK:
@@ -276,8 +276,8 @@ def write_geotiff(
         "count": count,
         "dtype": arr.dtype.name,
         "tiled": True,
-        "blockxsize": _block_size(width),
-        "blockysize": _block_size(height),
+        "blockxsize": geotiff_block_size(width),
+        "blockysize": geotiff_block_size(height),
         "compress": "deflate",
         "predictor": 3 if arr.dtype.kind == "f" else 2,
         "interleave": "band",
