@@ -38,7 +38,7 @@ from hsi.data.cube import SpectralCube
 from hsi.data.patches import PAD_MODES
 from hsi.data.preprocessing import Preprocessor
 from hsi.data.readers import read_cube, read_envi_header
-from hsi.data.writers import atomic_output, geotiff_block_size
+from hsi.data.writers import atomic_output, geotiff_block_size, refuse_existing
 from hsi.errors import ConfigError, DataError, HsiError
 
 __all__ = ["classify_cube", "predict_scene", "scene_main"]
@@ -559,13 +559,7 @@ def predict_scene(
     if quicklook:
         targets["quicklook"] = side["quicklook"]
     for path in targets.values():
-        if path.is_dir():
-            raise DataError(f"{path} is a directory; pass a file path for --output")
-        if path.exists() and not overwrite:
-            raise DataError(
-                f"{path} already exists; pass --overwrite (overwrite=True) to replace it, "
-                "or choose another --output"
-            )
+        refuse_existing(path, overwrite)
 
     dev = _torch_device(device)
     task = _load_task(ckpt_path, dev)

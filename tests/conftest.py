@@ -17,6 +17,14 @@ def shared_data_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+def real(relative: str) -> Path:
+    """A file or folder under the real-data root; skips the test (with the reason) if absent."""
+    path = shared_data_dir() / relative
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}: set HSI_SHARED_DATA or add ../shared/data")
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     path = shared_data_dir()

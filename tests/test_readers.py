@@ -8,7 +8,6 @@ with a reason otherwise.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 import rasterio
 import scipy.io
 from affine import Affine
+from conftest import real
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -28,20 +28,6 @@ from hsi.errors import ConfigError, DataError, HsiError
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-
-
-def shared_data() -> Path:
-    env = os.environ.get("HSI_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def real(relative: str) -> Path:
-    path = shared_data() / relative
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}: set HSI_SHARED_DATA or add ../shared/data")
-    return path
 
 
 ENMAP_TILE = "enmap_potsdam/images/enmap_potsdam_tile_128_0.tif"

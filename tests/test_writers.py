@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import rasterio.io
 from affine import Affine
+from conftest import real
 from rasterio.crs import CRS
 
 from hsi.data.cube import SpectralCube
@@ -18,20 +19,6 @@ from hsi.data.writers import atomic_output, write_geotiff
 from hsi.errors import ConfigError, DataError
 
 TRANSFORM = Affine(30, 0, 366015, 0, -30, 5809965)
-
-
-def shared_data() -> Path:
-    env = os.environ.get("HSI_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def real(relative: str) -> Path:
-    path = shared_data() / relative
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}: set HSI_SHARED_DATA or add ../shared/data")
-    return path
 
 
 def leftovers(directory: Path) -> list[str]:

@@ -41,7 +41,7 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     are created.
     """
     final = Path(os.fspath(path)).expanduser()
-    _refuse_existing(final, overwrite)
+    refuse_existing(final, overwrite)
     parent = final.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
         ) from exc
     try:
         yield tmp
-        _refuse_existing(final, overwrite)  # someone may have created it meanwhile
+        refuse_existing(final, overwrite)  # someone may have created it meanwhile
         os.replace(tmp, final)
     except BaseException:
         _unlink_quietly(tmp)
@@ -74,7 +74,7 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
             _unlink_quietly(sidecar)
 
 
-def _refuse_existing(final: Path, overwrite: bool) -> None:
+def refuse_existing(final: Path, overwrite: bool) -> None:
     if final.is_dir():
         raise DataError(f"{final} is a directory; pass a file path for the output")
     if final.exists() and not overwrite:
