@@ -42,6 +42,7 @@ EXPECTED = {
     "whu_hi_honghu",
     "whu_hi_hanchuan",
     "houston2013",
+    "enmap_potsdam",
 }
 
 

@@ -69,11 +69,23 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class FileRef:
-    """One file of a form: its name, the variable inside it (.mat) and the axis layout."""
+    """The image or labels of a form: its file (the first tile of a tiled one), the variable
+    inside it (.mat), the axis layout, and for a tiled scene every tile in the card's order."""
 
     file: str
     variable: str | None = None
     layout: str | None = None
+    files: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every file this reference needs (one, or all tiles)."""
+        return self.files or (self.file,)
+
+    @property
+    def tiled(self) -> bool:
+        """True when the card names a list of GeoTIFF tiles to mosaic."""
+        return bool(self.files)
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,8 @@ class FormSpec:
     labels: FileRef
 
     @property
-    def files(self) -> tuple[str, str]:
-        return (self.image.file, self.labels.file)
+    def files(self) -> tuple[str, ...]:
+        return (*self.image.names, *self.labels.names)
 
 
 @dataclass(frozen=True)
@@ -238,14 +250,21 @@ def _card_error(path: Path, msg: str) -> ConfigError:
 def _file_ref(path: Path, form: str, role: str, value: Any) -> FileRef:
     if isinstance(value, str):
         value = {"file": value}
-    if not isinstance(value, Mapping) or not value.get("file"):
-        raise _card_error(path, f"form {form!r} {role} needs a 'file'")
+    if not isinstance(value, Mapping) or bool(value.get("file")) == bool(value.get("files")):
+        raise _card_error(path, f"form {form!r} {role} needs either a 'file' or a 'files' list")
     layout = value.get("layout")
-    return FileRef(
-        file=str(value["file"]),
-        variable=None if value.get("variable") is None else str(value["variable"]),
-        layout=None if layout is None else str(layout).lower(),
-    )
+    variable = None if value.get("variable") is None else str(value["variable"])
+    layout = None if layout is None else str(layout).lower()
+    if value.get("file"):
+        return FileRef(file=str(value["file"]), variable=variable, layout=layout)
+    tiles = value["files"]
+    if not isinstance(tiles, list) or not all(isinstance(t, str) and t for t in tiles):
+        raise _card_error(path, f"form {form!r} {role} 'files' must be a list of file names")
+    if len(set(tiles)) != len(tiles):
+        raise _card_error(path, f"form {form!r} {role} 'files' names a file twice")
+    if variable is not None:
+        raise _card_error(path, f"form {form!r} {role}: 'variable' applies to one .mat file")
+    return FileRef(file=tiles[0], variable=None, layout=layout, files=tuple(tiles))
 
 
 def _parse_card(path: Path) -> DatasetCard:
@@ -428,13 +447,16 @@ def _find_file(card: DatasetCard, root: Path, fname: str) -> Path | None:
 
 @dataclass(frozen=True)
 class ResolvedForm:
-    """The files of one complete form found on disk."""
+    """The files of one complete form found on disk (``image``/``labels``: the file, or the
+    first tile of a tiled form; ``image_files``/``labels_files``: every file, in order)."""
 
     dataset: str
     form: str
     image: Path
     labels: Path
     root: Path
+    image_files: tuple[Path, ...] = ()
+    labels_files: tuple[Path, ...] = ()
 
     @property
     def name(self) -> str:
@@ -449,11 +471,24 @@ class ResolvedForm:
         return self.labels
 
 
+def _ref_txt(ref: FileRef) -> str:
+    if not ref.tiled:
+        return ref.file
+    return f"{ref.file} ... {ref.files[-1]} ({len(ref.files)} tiles)"
+
+
+def _form_txt(form: FormSpec) -> str:
+    return f"{_ref_txt(form.image)} + {_ref_txt(form.labels)}"
+
+
 def _missing_message(card: DatasetCard, root: Path, forms: Sequence[FormSpec]) -> str:
     folder = root / card.folder
-    options = " or ".join(f"{' + '.join(f.files)} (form {f.name!r})" for f in forms)
+    options = " or ".join(f"{_form_txt(f)} (form {f.name!r})" for f in forms)
     found = [f for form in forms for f in form.files if _find_file(card, root, f)]
-    found_txt = f" (found only {', '.join(dict.fromkeys(found))})" if found else ""
+    found = list(dict.fromkeys(found))
+    if len(found) > 6:
+        found = [*found[:5], f"... ({len(found)} files in all)"]
+    found_txt = f" (found only {', '.join(found)})" if found else ""
     if card.downloadable:
         fetch = f"run `hsi datasets download {card.name}`"
     else:
@@ -480,10 +515,12 @@ def locate_files(
     base = resolve_root(root)
     forms = [card.form(form)] if form is not None else list(card.forms)
     for f in forms:
-        image = _find_file(card, base, f.image.file)
-        labels = _find_file(card, base, f.labels.file)
-        if image is not None and labels is not None:
-            return ResolvedForm(card.name, f.name, image, labels, base)
+        images = [_find_file(card, base, n) for n in f.image.names]
+        labels = [_find_file(card, base, n) for n in f.labels.names]
+        if all(p is not None for p in images) and all(p is not None for p in labels):
+            return ResolvedForm(
+                card.name, f.name, images[0], labels[0], base, tuple(images), tuple(labels)
+            )
     raise DataError(_missing_message(card, base, forms))
 
 
@@ -513,11 +550,17 @@ class LabeledScene:
     form: str | None
     image_path: Path | None
     labels_path: Path | None
+    image_files: tuple[Path, ...] = ()
+    labels_files: tuple[Path, ...] = ()
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the image file (cached). Split files store it so a split made for one
-        cube cannot be applied to another."""
+        """sha256 of the image file (cached); for an image of several tiles, the sha256 of
+        the tiles' hex sha256s concatenated in the card's order. Split files store it so a
+        split made for one cube cannot be applied to another."""
+        if len(self.image_files) > 1:
+            joined = "".join(file_sha256(p) for p in self.image_files)
+            return hashlib.sha256(joined.encode("ascii")).hexdigest()
         if self.image_path is None:
             h = hashlib.sha256(np.ascontiguousarray(self.cube.data).tobytes())
             return h.hexdigest()
@@ -598,6 +641,60 @@ def _check_labels_shape(labels: np.ndarray, cube: SpectralCube, path: Path, what
         )
 
 
+def _mosaic_labels(
+    paths: Sequence[Path], cube: SpectralCube, what: str, fill: int = 0
+) -> np.ndarray:
+    """Label tiles placed on the image mosaic's grid by their georeference.
+
+    Pixels outside every label tile are ``fill`` (the unlabelled value); where tiles overlap,
+    the first tile that labels a pixel wins. Each tile must share the cube's CRS and pixel
+    size, sit on its pixel grid and lie inside it.
+    """
+    import rasterio
+
+    if cube.transform is None:
+        raise DataError(f"{what}: the image mosaic has no georeference to place label tiles on")
+    grid = cube.transform
+    if grid.b or grid.d:
+        raise DataError(f"{what}: the image mosaic is rotated; label tiles cannot be placed")
+    readers = _readers()
+    out = np.full((cube.height, cube.width), fill, dtype=np.int64)
+    for p in paths:
+        with rasterio.open(p) as src:
+            crs, transform, (h, w) = src.crs, src.transform, src.shape
+        if crs != cube.crs:
+            raise DataError(
+                f"{what}: label tile {p.name} is in {crs}, the image in {cube.crs}; "
+                "use label tiles on the image's grid"
+            )
+        if (
+            transform.b
+            or transform.d
+            or not np.allclose((transform.a, transform.e), (grid.a, grid.e))
+        ):
+            raise DataError(
+                f"{what}: label tile {p.name} has pixel size {transform.a, transform.e}, the "
+                f"image {grid.a, grid.e}; use label tiles on the image's grid"
+            )
+        col, row = (transform.c - grid.c) / grid.a, (transform.f - grid.f) / grid.e
+        r0, c0 = round(row), round(col)
+        if abs(row - r0) > 1e-6 or abs(col - c0) > 1e-6:
+            raise DataError(
+                f"{what}: label tile {p.name} is offset by a fraction of a pixel from the image "
+                f"grid (row {row:.3f}, col {col:.3f}); use label tiles on the image's grid"
+            )
+        if r0 < 0 or c0 < 0 or r0 + h > cube.height or c0 + w > cube.width:
+            raise DataError(
+                f"{what}: label tile {p.name} (rows {r0}:{r0 + h}, cols {c0}:{c0 + w}) reaches "
+                f"outside the {cube.height}x{cube.width} image mosaic; is an image tile missing?"
+            )
+        tile = np.asarray(readers.read_labels(p))
+        window = out[r0 : r0 + h, c0 : c0 + w]
+        free = window == fill
+        window[free] = tile[free]
+    return out
+
+
 def _remap(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
     out = np.zeros(labels.shape, dtype=np.int64)
     for src, dst in mapping.items():
@@ -621,12 +718,22 @@ def load_dataset(
     spec = card.form(resolved.form)
     readers = _readers()
 
-    cube = readers.read_cube(resolved.image, spec.image.variable, layout=spec.image.layout)
+    image_files = resolved.image_files or (resolved.image,)
+    labels_files = resolved.labels_files or (resolved.labels,)
+    if spec.image.tiled:
+        cube = readers.read_cube(list(image_files), layout=spec.image.layout)
+    else:
+        cube = readers.read_cube(resolved.image, spec.image.variable, layout=spec.image.layout)
     _check_cube(card, cube, resolved.image, spec)
     if cube.wavelengths is None and card.wavelengths_nm is not None:
         cube = replace(cube, wavelengths=np.asarray(card.wavelengths_nm, dtype=np.float64))
 
-    raw_labels = np.asarray(readers.read_labels(resolved.labels, spec.labels.variable))
+    if spec.labels.tiled:
+        raw_labels = _mosaic_labels(labels_files, cube, card.name, card.ignore_label)
+        if cube.nodata_mask is not None:
+            raw_labels[cube.nodata_mask] = card.ignore_label  # no spectrum, no sample
+    else:
+        raw_labels = np.asarray(readers.read_labels(resolved.labels, spec.labels.variable))
     _check_labels_shape(raw_labels, cube, resolved.labels, card.name)
 
     values = np.unique(raw_labels)
@@ -651,6 +758,8 @@ def load_dataset(
         form=resolved.form,
         image_path=resolved.image,
         labels_path=resolved.labels,
+        image_files=tuple(image_files),
+        labels_files=tuple(labels_files),
     )
 
 
@@ -801,7 +910,7 @@ def download_dataset(
     form = card.forms[0]
     wanted = list(form.files)
     by_hand = (
-        f"download {' and '.join(wanted)} from {card.source_url or 'the source in the card'} "
+        f"download {_form_txt(form)} from {card.source_url or 'the source in the card'} "
         f"and put them in {folder}"
     )
     no_url = [f for f in wanted if not card.files[f].url]
@@ -818,8 +927,8 @@ def download_dataset(
         if existing is not None and _check_file(spec, existing).status in ("ok", "unverified"):
             out.append(existing)
             continue
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / fname
+        target.parent.mkdir(parents=True, exist_ok=True)  # file names may hold sub-folders
         partial = folder / (fname + ".partial")
         sha, md5 = hashlib.sha256(), hashlib.md5()
         try:
@@ -900,7 +1009,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"    {i:>2} {cname}{file_id}" + (f": {cnt} px" if cnt is not None else ""))
     print(f"  folder:      {base / card.folder}")
     for form in card.forms:
-        print(f"  form {form.name}: {' + '.join(form.files)}")
+        print(f"  form {form.name}: {_form_txt(form)}")
     for fname, spec in card.files.items():
         ck = spec.checksum
         print(f"  file {fname}: {f'{ck[0]} {ck[1]}' if ck else 'no checksum known'}")
