@@ -9,6 +9,7 @@ same thing (``--data.protocol random``, ``--trainer.max_epochs 5``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -117,6 +118,8 @@ def convert_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hsi`` console script."""
+    # Lightning's own calls into jsonargparse raise deprecation notices users cannot act on
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

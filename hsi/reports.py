@@ -127,6 +127,7 @@ def write_classification_report(
         "model": task.get("model"),
         "parameters": task.get("parameters"),
         "epochs_run": task.get("epochs_run"),
+        "checkpoint_epoch": task.get("checkpoint_epoch"),
         "metrics": {k: metrics[k] for k in ("OA", "AA", "kappa")},
         "per_class": per_class,
         "confusion_matrix": np.asarray(confusion).astype(int).tolist(),

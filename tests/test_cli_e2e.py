@@ -66,6 +66,7 @@ def test_fit_then_test_writes_report_and_map(tmp_path: Path) -> None:
     assert report["protocol"] == "disjoint" and report["leaky"] is False
     assert report["split_file"] and Path(report["split_file"]).is_file()
     assert 0 <= report["metrics"]["OA"] <= 100
+    assert report["epochs_run"] == 3 and report["checkpoint_epoch"] in (0, 1, 2)
     cm = np.array(report["confusion_matrix"])
     assert cm.shape == (4, 4) and cm.sum() == sum(c["test_pixels"] for c in report["per_class"])
     assert (run / "test_map.png").stat().st_size > 1000

@@ -67,6 +67,7 @@ class ClassificationTask(L.LightningModule):
         self.preprocessing: dict[str, Any] | None = None
         self.data_description: dict[str, Any] | None = None
         self._epoch_start = 0.0
+        self.checkpoint_epoch: int | None = None  # epoch index of the loaded checkpoint
         self.epoch_seconds: list[float] = []
         if None not in (in_bands, num_classes, patch_size):
             self._build()
@@ -231,7 +232,8 @@ class ClassificationTask(L.LightningModule):
             "hparams": hp,
             "parameters": n_params,
             "trainable_parameters": n_train,
-            "epochs_run": self.current_epoch if self._trainer else None,
+            "epochs_run": len(self.epoch_seconds) or None,
+            "checkpoint_epoch": self.checkpoint_epoch,
         }
 
     # ---- optimisation ------------------------------------------------------------------
@@ -267,6 +269,7 @@ class ClassificationTask(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.checkpoint_epoch = checkpoint.get("epoch")
         meta = checkpoint.get("hsi") or {}
         self.preprocessing = meta.get("preprocessing")
         self.data_description = meta.get("data")
