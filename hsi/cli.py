@@ -116,13 +116,24 @@ def convert_main(argv: list[str]) -> int:
     return 0
 
 
+def _configure_logging() -> None:
+    """Show hsi's INFO messages; Lightning configures its own logger, so the root is left alone
+    (configuring it too would print Lightning's lines twice)."""
+    logger = logging.getLogger("hsi")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hsi`` console script."""
     # Lightning's own calls into jsonargparse raise deprecation notices users cannot act on
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(OVERVIEW)

@@ -13,6 +13,8 @@ Two layers:
 
 Memory is bounded by the window size: the scene and its maps are never held whole, so a
 100 km satellite scene needs no more memory than a 256×256 window.
+(``benchmarks/bench_predict_memory.py`` measures it.) Several processes, GPUs or nodes
+share a scene's windows in :mod:`hsi.inference_distributed` (``hsi predict --devices N``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -493,7 +496,10 @@ def _check_wavelengths(scene: _Scene, trained: Sequence[float] | None, checkpoin
         )
 
 
-def _windows(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+Window = tuple[int, int, int, int]  # (r0, r1, c0, c1): rows r0..r1-1, columns c0..c1-1
+
+
+def _windows(height: int, width: int, tile: int) -> list[Window]:
     return [
         (r0, min(height, r0 + tile), c0, min(width, c0 + tile))
         for r0 in range(0, height, tile)
@@ -501,49 +507,57 @@ def _windows(height: int, width: int, tile: int) -> list[tuple[int, int, int, in
     ]
 
 
-def predict_scene(
+# The pieces below are predict_scene's steps, shared with hsi.inference_distributed (which
+# runs them on several processes): _plan_prediction checks everything and loads the model,
+# _WindowReader prepares one window, _window_maps turns its probabilities into the output
+# arrays, and _SceneOutputs writes the rasters window by window.
+
+
+@dataclass
+class _Plan:
+    """Everything one prediction run needs, checked before any output is created."""
+
+    ckpt_path: Path
+    out_path: Path
+    targets: dict[str, Path]  # output kind (map, confidence, ...) -> final path
+    overwrite: bool
+    device: torch.device
+    task: Any  # ClassificationTask, on ``device`` and in eval mode
+    pre: Preprocessor
+    patch: int
+    num_classes: int
+    class_names: list[str]
+    scene: _Scene
+    pad_mode: str  # the checkpoint's, adapted to the scene size
+    map_dtype: str
+    windows: list[Window]
+    batch_size: int
+    tags: dict[str, str]
+
+    @property
+    def radius(self) -> int:
+        return self.patch // 2
+
+    def reader(self) -> _WindowReader:
+        return _WindowReader(
+            self.scene, self.pre, self.radius, self.pad_mode, _expected_mean_abs(self.pre)
+        )
+
+
+def _plan_prediction(
     checkpoint: PathLike,
     inputs: PathLike | Sequence[PathLike],
     output: PathLike,
     *,
-    tile: int = 256,
-    batch_size: int = 256,
-    probabilities: bool = False,
-    confidence: bool = False,
-    overwrite: bool = False,
-    quicklook: bool = True,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Classify every pixel of a scene with a trained checkpoint into a GeoTIFF class map.
-
-    Args:
-        checkpoint: a ``.ckpt`` of a :class:`~hsi.tasks.classification.ClassificationTask`.
-        inputs: one GeoTIFF/VRT/ENVI (or ``.mat``/``.npy``, read whole) file, or a list of
-            GeoTIFF tiles on one pixel grid, mosaicked window by window (never in memory).
-        output: the class map (uint8, or uint16 beyond 255 classes): values 1..K, 0 where
-            the input has no data; colour table, class names (``class_names`` tag as JSON
-            and the band description), the input's CRS and transform.
-        tile: window side in pixels; each read is ``tile + 2r`` (r = patch_size // 2).
-        batch_size: bounds inference memory (see :func:`classify_cube`).
-        probabilities: also write ``<stem>_probabilities.tif`` (float32, one band per class).
-        confidence: also write ``<stem>_confidence.tif`` (float32 maximum probability).
-        overwrite: replace existing outputs (otherwise they are refused).
-        quicklook: also write ``<stem>.png``, the class map at most 2048 pixels a side.
-        device: torch device to run the model on.
-        progress: show a tqdm bar (pixels/s) over the windows.
-
-    The scene is preprocessed with the checkpoint's preprocessing (fitted on the training
-    pixels) and padded with the training pad mode at the true scene border only, so the
-    map equals a whole-scene :func:`classify_cube` whatever the tile size. All checks
-    (band count, wavelengths, existing outputs, writable directory) run before any output
-    is created, and outputs are renamed into place only when complete: an interrupted run
-    leaves no file behind. Windows without valid pixels are written as no-data without
-    running the model. Float outputs use NaN as no-data.
-
-    Returns a summary: ``pixels``, ``valid_pixels``, ``seconds``, ``pixels_per_second``,
-    ``class_histogram`` (class name -> pixels), ``outputs`` (kind -> path) and more.
-    """
+    tile: int,
+    batch_size: int,
+    probabilities: bool,
+    confidence: bool,
+    overwrite: bool,
+    quicklook: bool,
+    device: str | torch.device,
+) -> _Plan:
+    """All of predict_scene's checks (before any output exists) and the loaded model."""
     if tile < 1:
         raise ConfigError(f"--tile must be at least 1 pixel, got {tile}")
     if batch_size < 1:
@@ -604,64 +618,307 @@ def predict_scene(
     mode = pad_mode
     if mode == "reflect" and min(scene.height, scene.width) <= radius:
         mode = "symmetric"
-    map_dtype = "uint8" if num_classes <= 255 else "uint16"
-    palette = _palette(num_classes)
-    expected_abs = _expected_mean_abs(pre)
-    warned = False
-    abs_sum, abs_count = 0.0, 0
-    histogram = np.zeros(num_classes + 1, dtype=np.int64)
-    windows = _windows(scene.height, scene.width, tile)
-    skipped = 0
-    tags = {
-        "class_names": json.dumps(class_names),
-        "class_values": "1..K in the order of class_names; 0 = no data",
-        "hsi_checkpoint": str(ckpt_path),
-        "hsi_model": str(hp.model),
-        "hsi_patch_size": str(patch),
-        "hsi_input": scene.source,
-    }
-    import rasterio
+    return _Plan(
+        ckpt_path=ckpt_path,
+        out_path=out_path,
+        targets=targets,
+        overwrite=overwrite,
+        device=dev,
+        task=task,
+        pre=pre,
+        patch=patch,
+        num_classes=num_classes,
+        class_names=class_names,
+        scene=scene,
+        pad_mode=mode,
+        map_dtype="uint8" if num_classes <= 255 else "uint16",
+        windows=_windows(scene.height, scene.width, tile),
+        batch_size=batch_size,
+        tags={
+            "class_names": json.dumps(class_names),
+            "class_values": "1..K in the order of class_names; 0 = no data",
+            "hsi_checkpoint": str(ckpt_path),
+            "hsi_model": str(hp.model),
+            "hsi_patch_size": str(patch),
+            "hsi_input": scene.source,
+        },
+    )
+
+
+class _WindowReader:
+    """Reads one window plus its halo, preprocessed and padded for :func:`classify_cube`.
+
+    Also watches the preprocessed values: if they average far beyond training-like data,
+    a warning (once) says the scene is probably in other units.
+    """
+
+    def __init__(
+        self,
+        scene: _Scene,
+        pre: Preprocessor,
+        radius: int,
+        pad_mode: str,
+        expected_abs: float | None,
+    ) -> None:
+        self.scene, self.pre, self.radius, self.pad_mode = scene, pre, radius, pad_mode
+        self.expected_abs = expected_abs
+        self.abs_sum, self.abs_count, self.warned = 0.0, 0, False
+
+    def read(self, window: Window) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(padded, core_valid)``; ``padded`` is None when no core pixel has data."""
+        scene, radius = self.scene, self.radius
+        r0, r1, c0, c1 = window
+        rr0, rr1 = max(0, r0 - radius), min(scene.height, r1 + radius)
+        cc0, cc1 = max(0, c0 - radius), min(scene.width, c1 + radius)
+        data, valid = scene.read(rr0, rr1, cc0, cc1)
+        core_valid = valid[r0 - rr0 : r1 - rr0, c0 - cc0 : c1 - cc0]
+        if not core_valid.any():
+            return None, core_valid
+        z = self.pre.transform_cube(data, valid)
+        self._check_range(z, data, valid)
+        pads = (
+            (0, 0),
+            (radius - (r0 - rr0), radius - (rr1 - r1)),
+            (radius - (c0 - cc0), radius - (cc1 - c1)),
+        )
+        if any(any(p) for p in pads):
+            z = np.pad(z, pads, mode=self.pad_mode)  # type: ignore[call-overload]
+        return z, core_valid
+
+    def _check_range(self, z: np.ndarray, data: np.ndarray, valid: np.ndarray) -> None:
+        expected = self.expected_abs
+        if expected is None:
+            return
+        self.abs_sum += float(np.abs(z[:, valid]).sum(dtype=np.float64))
+        self.abs_count += int(valid.sum()) * z.shape[0]
+        mean_abs = self.abs_sum / self.abs_count
+        if not self.warned and mean_abs > _RANGE_FACTOR * expected:
+            self.warned = True
+            raw = data[:, valid]
+            pre = self.pre
+            warnings.warn(
+                f"{self.scene.source}: the scene's values look unlike the training data: "
+                f"after the checkpoint's preprocessing the mean |value| is "
+                f"{mean_abs:.3g}, more than {_RANGE_FACTOR:g}× the ~{expected:.2f} "
+                f"of training-like data (scene {self.scene.dtype}, values "
+                f"{raw.min():.4g}..{raw.max():.4g}, mean {raw.mean():.4g}; training "
+                f"band means {float(np.min(pre.mean)):.4g}..{float(np.max(pre.mean)):.4g}"
+                "); check units and scale factors (e.g. reflectance ×10000 vs 0..1) — "
+                "the map is likely wrong",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _window_maps(
+    probs: torch.Tensor,
+    core_valid: np.ndarray,
+    map_dtype: str,
+    confidence: bool,
+    probabilities: bool,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Classes (1..K, 0 = no data), and if asked confidence and probabilities (NaN = no data)."""
+    conf, pred = probs.max(dim=0)
+    classes = (pred.numpy() + 1).astype(map_dtype)
+    classes[~core_valid] = 0
+    c = pr = None
+    if confidence:
+        c = conf.numpy().astype(np.float32)
+        c[~core_valid] = np.nan
+    if probabilities:
+        pr = probs.numpy().astype(np.float32)
+        pr[:, ~core_valid] = np.nan
+    return classes, c, pr
+
+
+class _SceneOutputs:
+    """The run's rasters, opened atomically in ``stack`` and written window by window.
+
+    Counts the class histogram (0 = no data) and the windows written without the model.
+    """
+
+    def __init__(self, plan: _Plan, stack: ExitStack) -> None:
+        import rasterio
+
+        self.plan = plan
+        scene, names, k = plan.scene, plan.class_names, plan.num_classes
+        self.palette = _palette(k)
+        self.histogram = np.zeros(k + 1, dtype=np.int64)
+        self.skipped = 0
+        self.tmp = {
+            kind: stack.enter_context(atomic_output(path, overwrite=plan.overwrite))
+            for kind, path in plan.targets.items()
+        }
+        self.map_dst = stack.enter_context(
+            rasterio.open(self.tmp["map"], "w", **_profile(scene, 1, plan.map_dtype, 0))
+        )
+        self.map_dst.set_band_description(
+            1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names, 1))
+        )
+        self.map_dst.update_tags(**plan.tags)
+        self.map_dst.write_colormap(
+            1,
+            {0: (0, 0, 0, 0)} | {i: (*map(int, self.palette[i]), 255) for i in range(1, k + 1)},
+        )
+        self.conf_dst = self.prob_dst = None
+        if "confidence" in self.tmp:
+            self.conf_dst = stack.enter_context(
+                rasterio.open(
+                    self.tmp["confidence"], "w", **_profile(scene, 1, "float32", math.nan)
+                )
+            )
+            self.conf_dst.set_band_description(1, "confidence (maximum class probability)")
+            self.conf_dst.update_tags(**plan.tags)
+        if "probabilities" in self.tmp:
+            self.prob_dst = stack.enter_context(
+                rasterio.open(
+                    self.tmp["probabilities"], "w", **_profile(scene, k, "float32", math.nan)
+                )
+            )
+            for i, name in enumerate(names, start=1):
+                self.prob_dst.set_band_description(i, name)
+            self.prob_dst.update_tags(**plan.tags)
+
+    @property
+    def confidence(self) -> bool:
+        return self.conf_dst is not None
+
+    @property
+    def probabilities(self) -> bool:
+        return self.prob_dst is not None
+
+    def write(
+        self,
+        window: Window,
+        classes: np.ndarray,
+        conf: np.ndarray | None = None,
+        probs: np.ndarray | None = None,
+    ) -> None:
+        """One window's results (from :func:`_window_maps`)."""
+        from rasterio.windows import Window as RioWindow
+
+        r0, r1, c0, c1 = window
+        win = RioWindow(c0, r0, c1 - c0, r1 - r0)
+        self.histogram += np.bincount(classes.ravel(), minlength=self.plan.num_classes + 1)
+        self.map_dst.write(classes[None], window=win)
+        if self.conf_dst is not None:
+            assert conf is not None
+            self.conf_dst.write(conf[None], window=win)
+        if self.prob_dst is not None:
+            assert probs is not None
+            self.prob_dst.write(probs, window=win)
+
+    def write_nodata(self, window: Window) -> None:
+        """A window without valid pixels: no data everywhere, the model not run."""
+        r0, r1, c0, c1 = window
+        self.skipped += 1
+        self.histogram[0] += (r1 - r0) * (c1 - c0)
+        from rasterio.windows import Window as RioWindow
+
+        win = RioWindow(c0, r0, c1 - c0, r1 - r0)
+        self.map_dst.write(np.zeros((1, r1 - r0, c1 - c0), dtype=self.plan.map_dtype), window=win)
+        nan = np.full((r1 - r0, c1 - c0), np.nan, dtype=np.float32)
+        if self.conf_dst is not None:
+            self.conf_dst.write(nan[None], window=win)
+        if self.prob_dst is not None:
+            self.prob_dst.write(
+                np.full((self.plan.num_classes, *nan.shape), np.nan, np.float32), window=win
+            )
+
+    def finish(self) -> None:
+        """Flush the map and write the quick-look (call inside the ``stack``)."""
+        self.map_dst.close()  # flush before the quick-look reads it back
+        if "quicklook" in self.tmp:
+            _write_quicklook(self.tmp["map"], self.tmp["quicklook"], self.palette)
+
+    def summary(self, seconds: float, total_seconds: float, device: str) -> dict[str, Any]:
+        plan, histogram = self.plan, self.histogram
+        pixels = plan.scene.height * plan.scene.width
+        return {
+            "input": plan.scene.source,
+            "checkpoint": str(plan.ckpt_path),
+            "height": plan.scene.height,
+            "width": plan.scene.width,
+            "pixels": pixels,
+            "valid_pixels": int(pixels - histogram[0]),
+            "windows": len(plan.windows),
+            "skipped_windows": self.skipped,
+            "seconds": round(total_seconds, 3),
+            "inference_seconds": round(seconds, 3),
+            "pixels_per_second": pixels / max(seconds, 1e-9),
+            "class_histogram": {
+                name: int(histogram[i]) for i, name in enumerate(plan.class_names, start=1)
+            },
+            "nodata_pixels": int(histogram[0]),
+            "device": device,
+            "outputs": {kind: str(path) for kind, path in plan.targets.items()},
+        }
+
+
+def predict_scene(
+    checkpoint: PathLike,
+    inputs: PathLike | Sequence[PathLike],
+    output: PathLike,
+    *,
+    tile: int = 256,
+    batch_size: int = 256,
+    probabilities: bool = False,
+    confidence: bool = False,
+    overwrite: bool = False,
+    quicklook: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Classify every pixel of a scene with a trained checkpoint into a GeoTIFF class map.
+
+    Args:
+        checkpoint: a ``.ckpt`` of a :class:`~hsi.tasks.classification.ClassificationTask`.
+        inputs: one GeoTIFF/VRT/ENVI (or ``.mat``/``.npy``, read whole) file, or a list of
+            GeoTIFF tiles on one pixel grid, mosaicked window by window (never in memory).
+        output: the class map (uint8, or uint16 beyond 255 classes): values 1..K, 0 where
+            the input has no data; colour table, class names (``class_names`` tag as JSON
+            and the band description), the input's CRS and transform.
+        tile: window side in pixels; each read is ``tile + 2r`` (r = patch_size // 2).
+        batch_size: bounds inference memory (see :func:`classify_cube`).
+        probabilities: also write ``<stem>_probabilities.tif`` (float32, one band per class).
+        confidence: also write ``<stem>_confidence.tif`` (float32 maximum probability).
+        overwrite: replace existing outputs (otherwise they are refused).
+        quicklook: also write ``<stem>.png``, the class map at most 2048 pixels a side.
+        device: torch device to run the model on.
+        progress: show a tqdm bar (pixels/s) over the windows.
+
+    The scene is preprocessed with the checkpoint's preprocessing (fitted on the training
+    pixels) and padded with the training pad mode at the true scene border only, so the
+    map equals a whole-scene :func:`classify_cube` whatever the tile size. All checks
+    (band count, wavelengths, existing outputs, writable directory) run before any output
+    is created, and outputs are renamed into place only when complete: an interrupted run
+    leaves no file behind. Windows without valid pixels are written as no-data without
+    running the model. Float outputs use NaN as no-data.
+
+    Returns a summary: ``pixels``, ``valid_pixels``, ``seconds``, ``pixels_per_second``,
+    ``class_histogram`` (class name -> pixels), ``outputs`` (kind -> path) and more.
+    """
+    plan = _plan_prediction(
+        checkpoint,
+        inputs,
+        output,
+        tile=tile,
+        batch_size=batch_size,
+        probabilities=probabilities,
+        confidence=confidence,
+        overwrite=overwrite,
+        quicklook=quicklook,
+        device=device,
+    )
+    scene, windows = plan.scene, plan.windows
+    reader = plan.reader()
     from rasterio.errors import NotGeoreferencedWarning
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     with ExitStack() as stack, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        tmp = {
-            kind: stack.enter_context(atomic_output(path, overwrite=overwrite))
-            for kind, path in targets.items()
-        }
-        map_dst = stack.enter_context(
-            rasterio.open(tmp["map"], "w", **_profile(scene, 1, map_dtype, 0))
-        )
-        map_dst.set_band_description(
-            1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(class_names, 1))
-        )
-        map_dst.update_tags(**tags)
-        map_dst.write_colormap(
-            1,
-            {0: (0, 0, 0, 0)}
-            | {i: (*map(int, palette[i]), 255) for i in range(1, num_classes + 1)},
-        )
-        conf_dst = prob_dst = None
-        if "confidence" in tmp:
-            conf_dst = stack.enter_context(
-                rasterio.open(tmp["confidence"], "w", **_profile(scene, 1, "float32", math.nan))
-            )
-            conf_dst.set_band_description(1, "confidence (maximum class probability)")
-            conf_dst.update_tags(**tags)
-        if "probabilities" in tmp:
-            prob_dst = stack.enter_context(
-                rasterio.open(
-                    tmp["probabilities"],
-                    "w",
-                    **_profile(scene, num_classes, "float32", math.nan),
-                )
-            )
-            for i, name in enumerate(class_names, start=1):
-                prob_dst.set_band_description(i, name)
-            prob_dst.update_tags(**tags)
-
+        outputs = _SceneOutputs(plan, stack)
         bar = stack.enter_context(
             tqdm(
                 total=scene.height * scene.width,
@@ -671,96 +928,29 @@ def predict_scene(
                 disable=not progress,
             )
         )
-        from rasterio.windows import Window
-
-        for r0, r1, c0, c1 in windows:
-            win = Window(c0, r0, c1 - c0, r1 - r0)
-            rr0, rr1 = max(0, r0 - radius), min(scene.height, r1 + radius)
-            cc0, cc1 = max(0, c0 - radius), min(scene.width, c1 + radius)
-            data, valid = scene.read(rr0, rr1, cc0, cc1)
-            core = (slice(r0 - rr0, r1 - rr0), slice(c0 - cc0, c1 - cc0))
-            core_valid = valid[core]
-            if not core_valid.any():
-                skipped += 1
-                histogram[0] += core_valid.size
-                map_dst.write(np.zeros((1, r1 - r0, c1 - c0), dtype=map_dtype), window=win)
-                nan = np.full((r1 - r0, c1 - c0), np.nan, dtype=np.float32)
-                if conf_dst is not None:
-                    conf_dst.write(nan[None], window=win)
-                if prob_dst is not None:
-                    prob_dst.write(
-                        np.full((num_classes, *nan.shape), np.nan, np.float32), window=win
-                    )
-                bar.update(core_valid.size)
-                continue
-            z = pre.transform_cube(data, valid)
-            if expected_abs is not None:
-                abs_sum += float(np.abs(z[:, valid]).sum(dtype=np.float64))
-                abs_count += int(valid.sum()) * z.shape[0]
-                mean_abs = abs_sum / abs_count
-                if not warned and mean_abs > _RANGE_FACTOR * expected_abs:
-                    warned = True
-                    raw = data[:, valid]
-                    warnings.warn(
-                        f"{scene.source}: the scene's values look unlike the training data: "
-                        f"after the checkpoint's preprocessing the mean |value| is "
-                        f"{mean_abs:.3g}, more than {_RANGE_FACTOR:g}× the ~{expected_abs:.2f} "
-                        f"of training-like data (scene {scene.dtype}, values "
-                        f"{raw.min():.4g}..{raw.max():.4g}, mean {raw.mean():.4g}; training "
-                        f"band means {float(np.min(pre.mean)):.4g}..{float(np.max(pre.mean)):.4g}"
-                        "); check units and scale factors (e.g. reflectance ×10000 vs 0..1) — "
-                        "the map is likely wrong",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-            pads = (
-                (0, 0),
-                (radius - (r0 - rr0), radius - (rr1 - r1)),
-                (radius - (c0 - cc0), radius - (cc1 - c1)),
-            )
-            if any(any(p) for p in pads):
-                z = np.pad(z, pads, mode=mode)  # type: ignore[call-overload]
-            probs = classify_cube(task.net, torch.from_numpy(z), patch, batch_size, dev)
-            conf, pred = probs.max(dim=0)
-            classes = (pred.numpy() + 1).astype(map_dtype)
-            classes[~core_valid] = 0
-            histogram += np.bincount(classes.ravel(), minlength=num_classes + 1)
-            map_dst.write(classes[None], window=win)
-            if conf_dst is not None:
-                c = conf.numpy().astype(np.float32)
-                c[~core_valid] = np.nan
-                conf_dst.write(c[None], window=win)
-            if prob_dst is not None:
-                pr = probs.numpy().astype(np.float32)
-                pr[:, ~core_valid] = np.nan
-                prob_dst.write(pr, window=win)
+        for window in windows:
+            padded, core_valid = reader.read(window)
+            if padded is None:
+                outputs.write_nodata(window)
+            else:
+                probs = classify_cube(
+                    plan.task.net, torch.from_numpy(padded), plan.patch, batch_size, plan.device
+                )
+                outputs.write(
+                    window,
+                    *_window_maps(
+                        probs, core_valid, plan.map_dtype, outputs.confidence, outputs.probabilities
+                    ),
+                )
             bar.update(core_valid.size)
-            bar.set_postfix(windows=f"{len(windows) - skipped}/{len(windows)}", refresh=False)
+            bar.set_postfix(
+                windows=f"{len(windows) - outputs.skipped}/{len(windows)}", refresh=False
+            )
         seconds = time.perf_counter() - start
-        map_dst.close()  # flush before the quick-look reads it back
-        if "quicklook" in tmp:
-            _write_quicklook(tmp["map"], tmp["quicklook"], palette)
-    total_seconds = time.perf_counter() - start
-    pixels = scene.height * scene.width
-    summary: dict[str, Any] = {
-        "input": scene.source,
-        "checkpoint": str(ckpt_path),
-        "height": scene.height,
-        "width": scene.width,
-        "pixels": pixels,
-        "valid_pixels": int(pixels - histogram[0]),
-        "windows": len(windows),
-        "skipped_windows": skipped,
-        "seconds": round(total_seconds, 3),
-        "inference_seconds": round(seconds, 3),
-        "pixels_per_second": pixels / max(seconds, 1e-9),
-        "class_histogram": {name: int(histogram[i]) for i, name in enumerate(class_names, start=1)},
-        "nodata_pixels": int(histogram[0]),
-        "device": str(dev),
-        "outputs": {kind: str(path) for kind, path in targets.items()},
-    }
-    if abs_count:
-        summary["mean_abs_preprocessed"] = abs_sum / abs_count
+        outputs.finish()
+    summary = outputs.summary(seconds, time.perf_counter() - start, str(plan.device))
+    if reader.abs_count:
+        summary["mean_abs_preprocessed"] = reader.abs_sum / reader.abs_count
     return summary
 
 
@@ -826,11 +1016,50 @@ def scene_main(argv: list[str]) -> int:
     parser.add_argument("--no-quicklook", action="store_true", help="skip the <stem>.png")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # several processes (hsi.inference_distributed): the scene's windows shared out
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="processes (GPUs) per node; more than one in all shards the scene "
+        "(default: torchrun's world, else 1)",
+    )
+    parser.add_argument("--num-nodes", type=int, help="nodes of a multi-node run (SLURM)")
+    parser.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="device kind of a multi-process run (--device is for one process)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        from hsi import inference_distributed as dist
+
+        devices, nodes = args.devices, args.num_nodes
+        if devices is None and nodes is None:
+            devices, nodes = dist.launched_world() or (1, 1)
+        if (devices or 1) * (nodes or 1) > 1:
+            summary = dist.predict_scene_distributed(
+                args.ckpt,
+                args.input[0] if len(args.input) == 1 else args.input,
+                args.output,
+                devices=devices or 1,
+                num_nodes=nodes or 1,
+                accelerator=args.accelerator,
+                tile=args.tile,
+                batch_size=args.batch_size,
+                probabilities=args.probabilities,
+                confidence=args.confidence,
+                overwrite=args.overwrite,
+                quicklook=not args.no_quicklook,
+                progress=not args.no_progress,
+            )
+            if summary is None:  # a rank other than 0: rank 0 wrote the outputs
+                return 0
+            print(_format_summary(summary))
+            return 0
         summary = predict_scene(
             args.ckpt,
             args.input[0] if len(args.input) == 1 else args.input,
