@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import make_scene
+from conftest import make_scene, real
 from torch import nn
 
 from hsi.cli import main as cli_main
@@ -313,3 +313,30 @@ def test_scene_main_exit_codes(setup: dict, capsys: pytest.CaptureFixture[str]) 
 
     # `hsi predict --input ...` dispatches here from the main CLI
     assert cli_main(["predict", *args, "--overwrite", "--no-quicklook", "--no-progress"]) == 0
+
+
+@pytest.mark.realdata
+def test_real_enmap_tiles_map_keeps_the_mosaic_georeference(tmp_path: Path) -> None:
+    """Three real EnMAP tiles in, one map out on exactly the tiles' mosaic grid."""
+    folder = real("enmap_potsdam/images")
+    tiles = [folder / f"enmap_potsdam_tile_{n}.tif" for n in ("128_0", "128_32", "96_32")]
+    mosaic = read_cube(tiles)
+    torch.manual_seed(0)
+    task = ClassificationTask(model="hybridsn", in_bands=15, num_classes=6, patch_size=9)
+    pixels = mosaic.data[:, mosaic.valid_mask].T.astype(np.float64)
+    task.preprocessing = Preprocessor(15).fit(pixels[::7]).state_dict()
+    task.data_description = {
+        "class_names": ["roof", "pavement", "low vegetation", "tree", "soil", "water"],
+        "pad_mode": "reflect",
+        "wavelengths": mosaic.wavelengths.tolist(),
+        "patch_size": 9,
+    }
+    ckpt = _write_checkpoint(tmp_path / "enmap.ckpt", task)
+    out = tmp_path / "enmap_map.tif"
+    predict_scene(ckpt, tiles, out, tile=32, progress=False, quicklook=False)
+    with rasterio.open(out) as dst:
+        assert dst.crs == mosaic.crs and dst.transform == mosaic.transform
+        assert (dst.height, dst.width) == (mosaic.height, mosaic.width)
+        classes = dst.read(1)
+    assert np.array_equal(classes == 0, ~mosaic.valid_mask)
+    assert set(np.unique(classes[mosaic.valid_mask])) <= set(range(1, 7))
