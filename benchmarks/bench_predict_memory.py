@@ -111,7 +111,6 @@ def write_scene(path: Path, side: int, seed: int = 0) -> Path:
 
 def write_checkpoint(path: Path, patch: int, seed: int = 0) -> Path:
     """A HybridSN ClassificationTask checkpoint with PCA(30) fitted on scene-like pixels."""
-    import lightning
     import torch
 
     from hsi.data.preprocessing import Preprocessor
@@ -127,19 +126,7 @@ def write_checkpoint(path: Path, patch: int, seed: int = 0) -> Path:
         "pad_mode": "reflect",
         "patch_size": patch,
     }
-    torch.save(
-        {
-            "state_dict": task.state_dict(),
-            "hyper_parameters": dict(task.hparams),
-            "pytorch-lightning_version": lightning.__version__,
-            "hsi": {
-                "preprocessing": task.preprocessing,
-                "data": task.data_description,
-                "format_version": 1,
-            },
-        },
-        path,
-    )
+    task.export_checkpoint(path)
     return path
 
 

@@ -1040,39 +1040,31 @@ def scene_main(argv: list[str]) -> int:
         devices, nodes = args.devices, args.num_nodes
         if devices is None and nodes is None:
             devices, nodes = dist.launched_world() or (1, 1)
+        inputs = args.input[0] if len(args.input) == 1 else args.input
+        common = {
+            "tile": args.tile,
+            "batch_size": args.batch_size,
+            "probabilities": args.probabilities,
+            "confidence": args.confidence,
+            "overwrite": args.overwrite,
+            "quicklook": not args.no_quicklook,
+            "progress": not args.no_progress,
+        }
         if (devices or 1) * (nodes or 1) > 1:
             summary = dist.predict_scene_distributed(
                 args.ckpt,
-                args.input[0] if len(args.input) == 1 else args.input,
+                inputs,
                 args.output,
                 devices=devices or 1,
                 num_nodes=nodes or 1,
                 accelerator=args.accelerator,
-                tile=args.tile,
-                batch_size=args.batch_size,
-                probabilities=args.probabilities,
-                confidence=args.confidence,
-                overwrite=args.overwrite,
-                quicklook=not args.no_quicklook,
-                progress=not args.no_progress,
+                **common,
             )
             if summary is None:  # a rank other than 0: rank 0 wrote the outputs
                 return 0
             print(_format_summary(summary))
             return 0
-        summary = predict_scene(
-            args.ckpt,
-            args.input[0] if len(args.input) == 1 else args.input,
-            args.output,
-            tile=args.tile,
-            batch_size=args.batch_size,
-            probabilities=args.probabilities,
-            confidence=args.confidence,
-            overwrite=args.overwrite,
-            quicklook=not args.no_quicklook,
-            device=args.device,
-            progress=not args.no_progress,
-        )
+        summary = predict_scene(args.ckpt, inputs, args.output, device=args.device, **common)
     except HsiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import rasterio
@@ -89,22 +88,6 @@ def test_classify_cube_unfold_and_dense_paths_equal_per_patch_loop() -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _write_checkpoint(path: Path, task: ClassificationTask) -> Path:
-    """A checkpoint laid out as Lightning writes it (what on_save_checkpoint adds too)."""
-    ckpt = {
-        "state_dict": task.state_dict(),
-        "hyper_parameters": dict(task.hparams),
-        "pytorch-lightning_version": lightning.__version__,
-        "hsi": {
-            "preprocessing": task.preprocessing,
-            "data": task.data_description,
-            "format_version": 1,
-        },
-    }
-    torch.save(ckpt, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("inference")
@@ -130,7 +113,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "patch_size": PATCH,
         "dataset": "toy",
     }
-    ckpt = _write_checkpoint(root / "model.ckpt", task)
+    ckpt = task.export_checkpoint(root / "model.ckpt")
     loaded = ClassificationTask.load_from_checkpoint(ckpt, map_location="cpu").eval()
     assert loaded.data_description["class_names"] == ["water", "forest", "urban"]
 
@@ -255,7 +238,7 @@ def test_wrong_band_count_and_wavelengths_are_refused_before_any_output(setup: d
     task = setup["task"]
     task.data_description = dict(task.data_description, wavelengths=(WAVELENGTHS + 20.0).tolist())
     try:
-        ckpt = _write_checkpoint(root / "shifted.ckpt", task)
+        ckpt = task.export_checkpoint(root / "shifted.ckpt")
     finally:
         task.data_description = dict(task.data_description, wavelengths=None)
     with pytest.raises(DataError, match=r"420\.0-2400\.0 nm.*440\.0-2420\.0 nm"):
@@ -331,7 +314,7 @@ def test_real_enmap_tiles_map_keeps_the_mosaic_georeference(tmp_path: Path) -> N
         "wavelengths": mosaic.wavelengths.tolist(),
         "patch_size": 9,
     }
-    ckpt = _write_checkpoint(tmp_path / "enmap.ckpt", task)
+    ckpt = task.export_checkpoint(tmp_path / "enmap.ckpt")
     out = tmp_path / "enmap_map.tif"
     predict_scene(ckpt, tiles, out, tile=32, progress=False, quicklook=False)
     with rasterio.open(out) as dst:

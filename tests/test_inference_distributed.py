@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import rasterio
@@ -49,20 +48,7 @@ def scene_and_ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict:
     task = ClassificationTask(model="hybridsn", in_bands=PCA, num_classes=CLASSES, patch_size=PATCH)
     task.preprocessing = Preprocessor(PCA).fit(data[:, ~nodata].T).state_dict()
     task.data_description = {"class_names": ["a", "b", "c"], "pad_mode": "reflect"}
-    ckpt = root / "model.ckpt"
-    torch.save(
-        {
-            "state_dict": task.state_dict(),
-            "hyper_parameters": dict(task.hparams),
-            "pytorch-lightning_version": lightning.__version__,
-            "hsi": {
-                "preprocessing": task.preprocessing,
-                "data": task.data_description,
-                "format_version": 1,
-            },
-        },
-        ckpt,
-    )
+    ckpt = task.export_checkpoint(root / "model.ckpt")
     single = root / "single" / "map.tif"
     predict_scene(ckpt, scene, single, tile=TILE, confidence=True, progress=False)
     return {"root": root, "scene": scene, "ckpt": ckpt, "single": single, "nodata": nodata}

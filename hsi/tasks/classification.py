@@ -261,12 +261,30 @@ class ClassificationTask(L.LightningModule):
         raise ConfigError(f"unknown scheduler {hp.scheduler!r}; use none, cosine or plateau")
 
     # ---- checkpoint round trip ---------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hsi"] = {
+    def _hsi_meta(self) -> dict[str, Any]:
+        return {
             "preprocessing": self.preprocessing,
             "data": self.data_description,
             "format_version": 1,
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hsi"] = self._hsi_meta()
+
+    def export_checkpoint(self, path: str | Path) -> Path:
+        """Write a checkpoint that ``load_from_checkpoint`` and ``hsi predict`` accept.
+
+        For weights made without a Trainer run (tests, conversions, release assets): the
+        same layout Lightning writes, minus optimizer and loop state.
+        """
+        checkpoint = {
+            "state_dict": self.state_dict(),
+            "hyper_parameters": dict(self.hparams),
+            "pytorch-lightning_version": L.__version__,
+            "hsi": self._hsi_meta(),
+        }
+        torch.save(checkpoint, path)
+        return Path(path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_epoch = checkpoint.get("epoch")
