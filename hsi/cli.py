@@ -87,6 +87,7 @@ OVERVIEW = """hsi — hyperspectral model zoo
   hsi datasets list|info|verify|download
                                    the dataset registry (data root: --root, $HSI_DATA)
   hsi convert IN OUT.tif           any cube hsi reads (.mat, .npy, ENVI) to GeoTIFF
+  hsi benchmark --suite S|--quick|--collect DIR  measured vs published OA/AA/kappa
 """
 
 
@@ -145,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             return datasets_main(argv[1:])
         if argv and argv[0] == "convert":
             return convert_main(argv[1:])
+        if argv and argv[0] == "benchmark":
+            from hsi.benchmarks.runner import benchmark_main
+
+            return benchmark_main(argv[1:])
         if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module

@@ -1,0 +1,1008 @@
+"""``hsi benchmark``: does this implementation reach what the paper says, and under which
+protocol?
+
+Two ways in:
+
+- ``hsi benchmark --suite NAME`` (or ``--quick``) trains every run of a suite
+  (``suites.yaml``) once per seed with ``hsi fit``, each into ``<out>/<run>/seed<N>/``. A run
+  whose ``test_report.json`` exists is not trained again, so an interrupted suite resumes
+  where it stopped.
+- ``hsi benchmark --collect DIR ...`` trains nothing: it gathers the ``test_report.json``
+  files under the given directories (e.g. ``runs/`` of earlier ``hsi fit`` runs).
+
+Either way the reports are grouped (one row per run, or per model × dataset × protocol ×
+setup for collected reports), aggregated over seeds (mean ± sample std), matched with the
+published entry (``published.yaml``) and written atomically to ``<out>/benchmark.md`` (table),
+``<out>/benchmark.png`` (measured vs published OA) and ``<out>/benchmark.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from hsi.benchmarks import (
+    METRICS,
+    PublishedEntry,
+    Suite,
+    SuiteRun,
+    load_published,
+    load_suites,
+    unresolved_claims,
+)
+from hsi.errors import ConfigError, DataError, HsiError
+
+__all__ = [
+    "ReportRecord",
+    "Row",
+    "aggregate",
+    "benchmark_main",
+    "collect",
+    "collect_suite",
+    "find_reports",
+    "fit_args",
+    "load_report",
+    "match_published",
+    "render_markdown",
+    "run_suite",
+    "write_results",
+]
+
+REPORT_NAME = "test_report.json"
+SIDECAR_NAME = "benchmark_run.json"
+DEFAULT_OUT = "benchmarks/results"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FitFn = Callable[[list[str]], int]
+
+
+# --------------------------------------------------------------------------------------------
+# Running a suite
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_config(config: str | Path) -> Path:
+    """A suite's config path: absolute, else relative to the current directory, else to the
+    repository root (where ``configs/`` lives)."""
+    path = Path(config).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"benchmark config {config} not found (looked at {tried})")
+
+
+def run_dir(out: str | Path, run: SuiteRun, seed: int) -> Path:
+    """Where one (run, seed) writes its log, checkpoints and report."""
+    return Path(out) / run.name / f"seed{seed}"
+
+
+def fit_args(
+    run: SuiteRun,
+    seed: int,
+    out: str | Path,
+    *,
+    max_epochs: int | None = None,
+    root: str | None = None,
+    progress_bar: bool = False,
+) -> list[str]:
+    """The ``hsi fit`` arguments of one (run, seed): the config, the run's overrides, then the
+    seed, the run directory and the command-line settings (later arguments win)."""
+    target = run_dir(out, run, seed).resolve()
+    # CSVLogger's log dir is save_dir/name/version: exactly the run directory
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {
+            "save_dir": str(target.parent.parent),
+            "name": run.name,
+            "version": target.name,
+        },
+    }
+    args = ["fit", "--config", str(resolve_config(run.config)), *run.overrides]
+    args += [
+        f"--seed_everything={seed}",
+        f"--data.init_args.seed={seed}",
+        f"--trainer.logger={json.dumps(logger)}",
+        f"--trainer.default_root_dir={target}",
+        f"--model.init_args.report_dir={target}",
+        f"--trainer.enable_progress_bar={str(progress_bar).lower()}",
+    ]
+    if max_epochs is not None:
+        args.append(f"--trainer.max_epochs={max_epochs}")
+    if root is not None:
+        args.append(f"--data.init_args.root={root}")
+    return args
+
+
+def _fit(args: list[str]) -> int:
+    """Train and test one run in this process (``hsi fit``); the exit code."""
+    from hsi.cli import main
+
+    try:
+        return int(main(args) or 0)
+    except SystemExit as exc:  # jsonargparse reports bad arguments by exiting
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def _override_value(args: Sequence[str], key: str) -> str | None:
+    """The last value given to ``--key`` (``--key=v`` or ``--key v``) in args, if any."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{key}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{key}" and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def missing_data(run: SuiteRun, root: str | None = None) -> str | None:
+    """Why the run's dataset cannot be found under the data root, or None when it can."""
+    from hsi.data.registry import locate_files
+
+    config = yaml.safe_load(resolve_config(run.config).read_text()) or {}
+    data = ((config.get("data") or {}).get("init_args")) or {}
+    dataset = _override_value(run.overrides, "data.init_args.dataset") or data.get("dataset")
+    if dataset in (None, "null", "None"):
+        return None  # a custom scene: its files are checked when it is loaded
+    root = root or _override_value(run.overrides, "data.init_args.root") or data.get("root")
+    try:
+        locate_files(dataset, root)
+    except (DataError, ConfigError) as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class RunOutcome:
+    run: str
+    seed: int
+    directory: Path
+    status: str  # "done", "skipped", "missing data", "failed"
+    message: str = ""
+    seconds: float | None = None
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    max_epochs: int | None = None,
+    root: str | None = None,
+    fit: FitFn | None = None,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> list[RunOutcome]:
+    """Train every (run, seed) of the suite that has no report yet; one line of progress each.
+
+    ``fit`` takes the ``hsi fit`` argument list and returns an exit code (default: train in
+    this process). A finished run (its ``test_report.json`` exists) is skipped; a run whose
+    dataset is not found is reported and skipped; a failing run does not stop the others.
+    """
+    fit = fit or _fit
+    jobs = [(run, seed) for run in suite.runs for seed in (seeds or run.seeds)]
+    outcomes: list[RunOutcome] = []
+    missing: dict[str, str | None] = {}
+    for i, (run, seed) in enumerate(jobs, 1):
+        target = run_dir(out, run, seed)
+        head = f"[{i}/{len(jobs)}] {run.name} seed {seed}"
+        report = target / REPORT_NAME
+        if report.is_file():
+            note = _resume_note(target, max_epochs)
+            oa = _report_oa(report)
+            echo(f"{head}: already done{oa}, skipped{note} ({target})")
+            outcomes.append(RunOutcome(run.name, seed, target, "skipped"))
+            continue
+        if run.name not in missing:
+            missing[run.name] = missing_data(run, root)
+        if missing[run.name]:
+            echo(f"{head}: dataset missing, skipped: {missing[run.name]}")
+            outcomes.append(RunOutcome(run.name, seed, target, "missing data", missing[run.name]))
+            continue
+        args = fit_args(run, seed, out, max_epochs=max_epochs, root=root)
+        if dry_run:
+            echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
+            outcomes.append(RunOutcome(run.name, seed, target, "dry run"))
+            continue
+        echo(f"{head}: training -> {target}")
+        start = time.perf_counter()
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        try:
+            code = fit(args)
+            error = "" if code == 0 else f"hsi fit exited with code {code}"
+        except Exception as exc:  # one broken run must not lose the others' results
+            traceback.print_exc()
+            code, error = 1, f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - start
+        if not error and not report.is_file():
+            error = f"hsi fit finished but wrote no {REPORT_NAME} in {target}"
+        if error:
+            echo(f"{head}: FAILED after {_fmt_seconds(seconds)}: {error}")
+            outcomes.append(RunOutcome(run.name, seed, target, "failed", error, seconds))
+            continue
+        _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs)
+        echo(f"{head}: done in {_fmt_seconds(seconds)}{_report_oa(report)}")
+        outcomes.append(RunOutcome(run.name, seed, target, "done", seconds=seconds))
+    return outcomes
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in " {}\"'") else arg
+
+
+def _report_oa(report: Path) -> str:
+    try:
+        oa = json.loads(report.read_text())["metrics"]["OA"]
+        return f" (OA {oa:.2f})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _resume_note(target: Path, max_epochs: int | None) -> str:
+    """A warning when a finished run was made with another --max-epochs than asked now."""
+    try:
+        earlier = json.loads((target / SIDECAR_NAME).read_text()).get("max_epochs")
+    except (OSError, ValueError):
+        return ""
+    if earlier == max_epochs:
+        return ""
+
+    def say(value: int | None) -> str:
+        return "the suite's max_epochs" if value is None else f"--max-epochs {value}"
+
+    return f" [made with {say(earlier)}, not {say(max_epochs)}; delete its folder to redo it]"
+
+
+def _write_sidecar(
+    target: Path,
+    suite: Suite,
+    run: SuiteRun,
+    seed: int,
+    args: list[str],
+    seconds: float,
+    started: str,
+    max_epochs: int | None,
+) -> None:
+    from hsi.data.writers import atomic_output
+
+    record = {
+        "suite": suite.name,
+        "run": run.name,
+        "seed": seed,
+        "config": run.config,
+        "overrides": list(run.overrides),
+        "max_epochs": max_epochs,
+        "published": run.published,
+        "args": args,
+        "wall_seconds": seconds,
+        "started": started,
+    }
+    with atomic_output(target / SIDECAR_NAME, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+
+
+# --------------------------------------------------------------------------------------------
+# Reports -> rows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportRecord:
+    """The facts of one ``test_report.json`` a benchmark row needs."""
+
+    path: Path
+    model: str | None
+    dataset: str | None
+    protocol: str | None
+    leaky: bool | None
+    leaky_reasons: tuple[str, ...]
+    seed: int | None
+    train_ratio: float | None
+    patch_size: int | None
+    pca_components: int | None
+    pca_fit: str | None
+    metrics: dict[str, float]
+    epochs: int | None
+    wall_seconds: float | None
+    wall_measured: bool
+    hsi_version: str | None
+    git: str | None
+    run: str | None = None  # the suite run that made it (benchmark_run.json), if any
+    published: str | None = None  # the published key that run compares with
+    mtime: float = 0.0
+
+    @property
+    def experiment(self) -> str:
+        """The run's folder name (``runs/<name>/version_N/`` gives ``<name>``)."""
+        parent = self.path.parent
+        return parent.parent.name if parent.name.startswith("version_") else parent.name
+
+    def group_key(self) -> tuple:
+        return (
+            self.run,
+            self.model,
+            self.dataset,
+            self.protocol,
+            self.pca_fit,
+            self.train_ratio,
+            self.patch_size,
+            self.pca_components,
+        )
+
+
+def load_report(path: str | Path) -> ReportRecord:
+    """Read one report (and the ``benchmark_run.json`` beside it, when a suite made it)."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read benchmark report {path}: {exc}") from exc
+    data = report.get("data") or {}
+    split = data.get("split") or {}
+    params = split.get("params") or {}
+    metrics = {k: float(v) for k, v in (report.get("metrics") or {}).items() if k in METRICS}
+    if "OA" not in metrics:
+        raise DataError(f"{path} has no metrics.OA: not an hsi test report")
+    sidecar: dict[str, Any] = {}
+    if (path.parent / SIDECAR_NAME).is_file():
+        try:
+            sidecar = json.loads((path.parent / SIDECAR_NAME).read_text())
+        except (OSError, ValueError):
+            sidecar = {}
+    timings = report.get("timings") or {}
+    epoch_seconds = timings.get("train_epoch_seconds") or []
+    if sidecar.get("wall_seconds") is not None:
+        wall, measured = float(sidecar["wall_seconds"]), True
+    elif epoch_seconds:
+        wall, measured = float(sum(epoch_seconds) + (timings.get("test_seconds") or 0.0)), False
+    else:
+        wall, measured = None, False
+    train = params.get("train")
+    leaky = report.get("leaky", data.get("leaky"))
+    return ReportRecord(
+        path=path,
+        model=report.get("model"),
+        dataset=report.get("dataset") or data.get("dataset"),
+        protocol=report.get("protocol") or split.get("protocol"),
+        leaky=None if leaky is None else bool(leaky),
+        leaky_reasons=tuple(report.get("leaky_reasons") or data.get("leaky_reasons") or ()),
+        seed=report.get("seed", split.get("seed")),
+        train_ratio=float(train) if isinstance(train, (int, float)) and train < 1 else None,
+        patch_size=data.get("patch_size"),
+        pca_components=data.get("pca_components"),
+        pca_fit=data.get("pca_fit"),
+        metrics=metrics,
+        epochs=report.get("epochs_run"),
+        wall_seconds=wall,
+        wall_measured=measured,
+        hsi_version=report.get("hsi_version"),
+        git=report.get("git"),
+        run=sidecar.get("run"),
+        published=sidecar.get("published"),
+        mtime=path.stat().st_mtime,
+    )
+
+
+def find_reports(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every ``test_report.json`` under the given directories (or the files themselves)."""
+    found: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if d.is_file() and d.name == REPORT_NAME:
+            found.append(d)
+        elif d.is_dir():
+            found.extend(sorted(d.rglob(REPORT_NAME)))
+        else:
+            raise DataError(f"{d}: no such directory; give folders that hold {REPORT_NAME}")
+    return sorted({p.resolve() for p in found})
+
+
+@dataclass
+class MetricStats:
+    mean: float
+    std: float | None  # sample std (ddof=1); None with one seed
+    n: int
+
+    def fmt(self) -> str:
+        if self.std is None:
+            return f"{self.mean:.2f}"
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+@dataclass
+class Row:
+    """One line of the benchmark table: one setup aggregated over its seeds."""
+
+    label: str
+    model: str | None
+    dataset: str | None
+    protocol: str | None
+    leaky: bool | None  # None: the reports disagree or do not say
+    leaky_reasons: tuple[str, ...]
+    train_ratio: float | None
+    patch_size: int | None
+    pca_components: int | None
+    pca_fit: str | None
+    seeds: list[int | None]
+    stats: dict[str, MetricStats]
+    epochs: list[int]
+    wall_seconds: float | None  # mean per seed
+    wall_measured: bool
+    hsi_versions: list[str]
+    gits: list[str]
+    published: PublishedEntry | None
+    reports: list[Path] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def gap(self) -> dict[str, float]:
+        """Measured mean − published value, per metric both sides have (percentage points)."""
+        if self.published is None:
+            return {}
+        return {
+            k: self.stats[k].mean - v for k, v in self.published.metrics.items() if k in self.stats
+        }
+
+    @property
+    def protocol_label(self) -> str:
+        leak = {True: " (leaky)", False: "", None: " (leak unknown)"}[self.leaky]
+        return f"{self.protocol or '?'}{leak}"
+
+    @property
+    def same_protocol(self) -> bool | None:
+        if self.published is None:
+            return None
+        return self.protocol == self.published.protocol and self.leaky == self.published.leaky
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "model": self.model,
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "leaky": self.leaky,
+            "leaky_reasons": list(self.leaky_reasons),
+            "train_ratio": self.train_ratio,
+            "patch_size": self.patch_size,
+            "pca_components": self.pca_components,
+            "pca_fit": self.pca_fit,
+            "seeds": self.seeds,
+            "n": self.n,
+            "measured": {
+                k: {"mean": s.mean, "std": s.std, "n": s.n} for k, s in self.stats.items()
+            },
+            "published": None
+            if self.published is None
+            else {
+                "key": self.published.key,
+                "metrics": self.published.metrics,
+                "std": self.published.std,
+                "protocol": self.published.protocol,
+                "leaky": self.published.leaky,
+                "train_ratio": self.published.train_ratio,
+                "source": self.published.reference,
+            },
+            "gap": self.gap,
+            "same_protocol": self.same_protocol,
+            "epochs": self.epochs,
+            "wall_seconds": self.wall_seconds,
+            "wall_measured": self.wall_measured,
+            "hsi_versions": self.hsi_versions,
+            "gits": self.gits,
+            "reports": [str(p) for p in self.reports],
+            "duplicates_dropped": self.duplicates,
+        }
+
+
+def match_published(
+    record: ReportRecord | Row, published: dict[str, PublishedEntry]
+) -> PublishedEntry | None:
+    """The published entry for the same model, dataset and training ratio (preferring the
+    same protocol). A disjoint run is compared with the paper's number on purpose: the gap is
+    what the leak-free protocol costs."""
+    if record.train_ratio is None:
+        return None
+    candidates = [
+        e
+        for e in published.values()
+        if e.model == record.model
+        and e.dataset == record.dataset
+        and e.train_ratio is not None
+        and abs(e.train_ratio - record.train_ratio) < 1e-6
+    ]
+    same = [e for e in candidates if e.protocol == record.protocol]
+    return (same or candidates or [None])[0]
+
+
+def _stats(values: list[float]) -> MetricStats:
+    arr = np.asarray(values, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else None
+    return MetricStats(float(arr.mean()), std, len(arr))
+
+
+def aggregate(
+    records: Sequence[ReportRecord], published: dict[str, PublishedEntry] | None = None
+) -> list[Row]:
+    """Group reports by setup, keep one report per seed (the newest), and aggregate."""
+    published = load_published() if published is None else published
+    groups: dict[tuple, list[ReportRecord]] = {}
+    for rec in records:
+        groups.setdefault(rec.group_key(), []).append(rec)
+    rows = []
+    for recs in groups.values():
+        by_seed: dict[Any, ReportRecord] = {}
+        for rec in sorted(recs, key=lambda r: r.mtime):
+            by_seed[rec.seed] = rec  # the newest report of a seed wins (a re-test, a re-run)
+        kept = sorted(by_seed.values(), key=lambda r: (r.seed is None, r.seed or 0))
+        first = kept[0]
+        leaks = {r.leaky for r in kept}
+        entry = None
+        if first.published:
+            entry = published.get(first.published)
+        if entry is None:
+            entry = match_published(first, published)
+        walls = [r.wall_seconds for r in kept if r.wall_seconds is not None]
+        label = first.run or ", ".join(dict.fromkeys(r.experiment for r in kept))
+        stats = {
+            k: _stats([r.metrics[k] for r in kept])
+            for k in METRICS
+            if all(k in r.metrics for r in kept)
+        }
+        rows.append(
+            Row(
+                label=label,
+                model=first.model,
+                dataset=first.dataset,
+                protocol=first.protocol,
+                leaky=leaks.pop() if len(leaks) == 1 else None,
+                leaky_reasons=tuple(dict.fromkeys(x for r in kept for x in r.leaky_reasons)),
+                train_ratio=first.train_ratio,
+                patch_size=first.patch_size,
+                pca_components=first.pca_components,
+                pca_fit=first.pca_fit,
+                seeds=[r.seed for r in kept],
+                stats=stats,
+                epochs=sorted({r.epochs for r in kept if r.epochs is not None}),
+                wall_seconds=float(np.mean(walls)) if walls else None,
+                wall_measured=all(r.wall_measured for r in kept),
+                hsi_versions=sorted({r.hsi_version for r in kept if r.hsi_version}),
+                gits=sorted({r.git for r in kept if r.git}),
+                published=entry,
+                reports=[r.path for r in kept],
+                duplicates=len(recs) - len(kept),
+            )
+        )
+    rows.sort(key=lambda r: (r.model or "", r.dataset or "", r.label))
+    return rows
+
+
+def collect(
+    dirs: Iterable[str | Path],
+    published: dict[str, PublishedEntry] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[Row]:
+    """Rows from every report found under ``dirs`` (unreadable reports are reported, skipped)."""
+    records = []
+    for path in find_reports(dirs):
+        try:
+            records.append(load_report(path))
+        except DataError as exc:
+            echo(f"skipped: {exc}")
+    return aggregate(records, published)
+
+
+def collect_suite(
+    suite: Suite, out: str | Path, published: dict[str, PublishedEntry] | None = None
+) -> list[Row]:
+    """Rows of a suite's reports under ``out``: a report found in a run's folder belongs to
+    that run and is compared with its published entry (even without its benchmark_run.json,
+    e.g. when a run was killed between writing its report and its record)."""
+    records = []
+    for run in suite.runs:
+        folder = Path(out) / run.name
+        if not folder.is_dir():
+            continue
+        for path in find_reports([folder]):
+            rec = load_report(path)
+            rec.run = run.name
+            rec.published = rec.published or run.published
+            records.append(rec)
+    return aggregate(records, published)
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _setup(ratio: float | None, patch: int | None, pca: int | None, fit: str | None) -> str:
+    parts = []
+    if ratio is not None:
+        parts.append(f"train {ratio * 100:g}%")
+    if patch is not None:
+        parts.append(f"{patch}×{patch}")
+    if pca:
+        parts.append(f"PCA {pca}" + (f" ({fit})" if fit else ""))
+    return ", ".join(parts) or "—"
+
+
+def _published_cell(entry: PublishedEntry | None, ref: int | None) -> str:
+    if entry is None:
+        return "—"
+
+    def one(k: str) -> str:
+        if k not in entry.metrics:
+            return "n/a"
+        s = entry.std.get(k)
+        return f"{entry.metrics[k]:.2f}" + (f" ± {s:g}" if s is not None else "")
+
+    return " / ".join(one(k) for k in METRICS) + (f" [{ref}]" if ref else "")
+
+
+def _gap_cell(row: Row) -> str:
+    gap = row.gap.get("OA")
+    if gap is None:
+        return "—"
+    text = f"{gap:+.2f}"
+    if row.same_protocol is False:
+        text += f" ({row.protocol or '?'} vs {row.published.protocol})"
+    return text
+
+
+def render_markdown(
+    rows: Sequence[Row],
+    *,
+    title: str = "hsi benchmark",
+    context: dict[str, Any] | None = None,
+    unresolved: Sequence[dict[str, Any]] = (),
+    missing: Sequence[RunOutcome] = (),
+) -> str:
+    """The benchmark table with its sources, as markdown."""
+    import hsi
+    from hsi.reports import _git_hash
+
+    context = dict(context or {})
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# {title}", ""]
+    lines.append(
+        f"Written {now} by hsi {hsi.__version__} (git {_git_hash() or 'unknown'})"
+        + "".join(f"; {k}: {v}" for k, v in context.items())
+        + "."
+    )
+    lines += [
+        "",
+        "Measured: mean ± sample std over seeds (n), in %. Gap: measured OA − published OA "
+        "(percentage points). *Leaky* protocols let test pixels into training (random pixel "
+        "splits put them inside training patches; whole-image PCA sees them): their numbers "
+        "are not comparable with a leak-free (disjoint) run; the gap of a disjoint run to a "
+        "paper's random-split number includes what the leak was worth. Wall: per seed (≈: summed "
+        "train epochs + test, not measured end to end).",
+        "",
+    ]
+    refs: dict[str, int] = {}
+    for row in rows:
+        if row.published is not None and row.published.key not in refs:
+            refs[row.published.key] = len(refs) + 1
+    header = [
+        "run",
+        "model",
+        "dataset",
+        "protocol",
+        "setup",
+        "n",
+        "OA",
+        "AA",
+        "kappa",
+        "published OA / AA / kappa",
+        "gap OA",
+        "epochs",
+        "wall",
+        "hsi",
+        "git",
+    ]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        wall = _fmt_seconds(row.wall_seconds)
+        if row.wall_seconds is not None and not row.wall_measured:
+            wall = "≈" + wall
+        cells = [
+            row.label,
+            row.model or "?",
+            row.dataset or "?",
+            row.protocol_label,
+            _setup(row.train_ratio, row.patch_size, row.pca_components, row.pca_fit),
+            str(row.n),
+            *(row.stats[k].fmt() if k in row.stats else "—" for k in METRICS),
+            _published_cell(row.published, refs.get(row.published.key) if row.published else None),
+            _gap_cell(row),
+            ", ".join(str(e) for e in row.epochs) or "—",
+            wall,
+            ", ".join(row.hsi_versions) or "—",
+            ", ".join(row.gits) or "—",
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if not rows:
+        lines.append("| (no reports) |" + " |" * (len(header) - 1))
+    if missing:
+        lines += ["", "Not run (dataset not found):", ""]
+        for m in missing:
+            lines.append(f"- {m.run} seed {m.seed}: {m.message}")
+    if refs:
+        lines += ["", "Published numbers:", ""]
+        entries = {r.published.key: r.published for r in rows if r.published is not None}
+        for key, i in refs.items():
+            e = entries[key]
+            detail = _setup(None, e.patch_size, e.pca_components, None)
+            reasons = f"; leaky: {'; '.join(e.leaky_reasons)}" if e.leaky_reasons else ""
+            epochs = f", {e.epochs} epochs" if e.epochs else ""
+            lines.append(
+                f"{i}. `{key}`: {e.citation}, {e.table}. Protocol {e.protocol_label}, "
+                f"{detail}{epochs}{reasons}."
+            )
+    if unresolved:
+        lines += ["", "Published claims not pinned to a table entry (not compared):", ""]
+        for claim in unresolved:
+            lines.append(f"- {claim.get('model')}: {' '.join(str(claim.get('claim')).split())}")
+    dropped = sum(r.duplicates for r in rows)
+    if dropped:
+        lines += ["", f"{dropped} older report(s) of an already counted seed were left out."]
+    lines += ["", "Reports:", ""]
+    for row in rows:
+        lines.append(f"- {row.label}: " + ", ".join(f"`{p}`" for p in row.reports))
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[Row], path: str | Path) -> Path:
+    """Bar chart: measured OA (mean ± std over seeds) beside the published OA, per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from hsi.data.writers import atomic_output
+
+    rows = [r for r in rows if "OA" in r.stats]
+    n = max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 * n + 1.5), 4.8))
+    x = np.arange(len(rows))
+    width = 0.38
+    colors = {True: "#e08a2c", False: "#2c7fb8", None: "#888888"}
+    for i, row in enumerate(rows):
+        s = row.stats["OA"]
+        ax.bar(
+            x[i] - width / 2,
+            s.mean,
+            width,
+            yerr=s.std,  # none with one seed
+            capsize=4,
+            color=colors[row.leaky],
+            hatch="//" if row.leaky else None,
+            edgecolor="black",
+            linewidth=0.5,
+        )
+        top = s.mean + (s.std or 0.0)
+        ax.text(x[i] - width / 2, top, f"{s.mean:.2f}", ha="center", va="bottom", fontsize=7)
+        if row.published is not None and "OA" in row.published.metrics:
+            p = row.published.metrics["OA"]
+            ax.bar(
+                x[i] + width / 2,
+                p,
+                width,
+                yerr=row.published.std.get("OA"),
+                capsize=4,
+                color="#bbbbbb",
+                edgecolor="black",
+                linewidth=0.5,
+            )
+            ax.text(x[i] + width / 2, p, f"{p:.2f}", ha="center", va="bottom", fontsize=7)
+        else:
+            ax.text(x[i] + width / 2, 2, "no published\nnumber", ha="center", fontsize=6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [f"{r.label}\n{r.protocol_label}, n={r.n}" for r in rows], fontsize=7, rotation=0
+    )
+    # a full 0-100 axis: a truncated one would make a 0.5-point gap look like a cliff; the
+    # printed values carry the precision
+    ax.set_xlim(-0.6, max(len(rows), 1) - 0.4)
+    ax.set_ylim(0.0, 115.0)
+    ax.set_yticks(np.arange(0, 101, 10))
+    ax.set_ylabel("overall accuracy (%)")
+    ax.set_title("measured vs published OA", fontsize=10)
+    ax.legend(
+        handles=[
+            Patch(facecolor=colors[False], edgecolor="black", label="measured, leak-free"),
+            Patch(facecolor=colors[True], edgecolor="black", hatch="//", label="measured, leaky"),
+            Patch(facecolor="#bbbbbb", edgecolor="black", label="published"),
+        ],
+        fontsize=7,
+        loc="upper center",
+        ncol=3,
+        frameon=False,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    try:
+        with atomic_output(path, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def write_results(
+    rows: Sequence[Row],
+    out: str | Path,
+    *,
+    title: str = "hsi benchmark",
+    context: dict[str, Any] | None = None,
+    missing: Sequence[RunOutcome] = (),
+) -> list[Path]:
+    """Write ``benchmark.md``, ``benchmark.png`` and ``benchmark.json`` into ``out``."""
+    from hsi.data.writers import atomic_output
+
+    out = Path(out)
+    md = render_markdown(
+        rows, title=title, context=context, unresolved=unresolved_claims(), missing=missing
+    )
+    paths = []
+    with atomic_output(out / "benchmark.md", overwrite=True) as tmp:
+        tmp.write_text(md, encoding="utf-8")
+    paths.append(out / "benchmark.md")
+    paths.append(plot(rows, out / "benchmark.png"))
+    with atomic_output(out / "benchmark.json", overwrite=True) as tmp:
+        payload = {"title": title, "context": context or {}, "rows": [r.to_dict() for r in rows]}
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+    paths.append(out / "benchmark.json")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hsi benchmark",
+        description="Compare hsi's models with their published numbers: train a suite of "
+        "runs (resumable) or collect existing test reports, then write benchmark.md/.png.",
+    )
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--suite", help="a suite of suites.yaml (see --list)")
+    what.add_argument("--quick", action="store_true", help="the `quick` suite: a few minutes")
+    what.add_argument(
+        "--collect",
+        nargs="+",
+        metavar="DIR",
+        help="train nothing: tabulate the test_report.json files under these folders",
+    )
+    what.add_argument("--list", action="store_true", help="list suites and published entries")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, help="seeds for every run (default: suite's)"
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--max-epochs", type=int, help="override every run's max_epochs")
+    parser.add_argument("--root", help="data root (default: $HSI_DATA, else ~/.cache/hsi)")
+    parser.add_argument("--suites-file", help="another suites YAML than the one shipped")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the hsi fit commands, train nothing"
+    )
+    return parser
+
+
+def _list(suites: dict[str, Suite], published: dict[str, PublishedEntry]) -> None:
+    print("suites:")
+    for s in suites.values():
+        print(f"  {s.name}: {len(s.runs)} run(s). {s.description}")
+        for r in s.runs:
+            print(f"    - {r.name}: {r.config} seeds {list(r.seeds)} vs {r.published}")
+    print("published entries:")
+    for e in published.values():
+        ms = ", ".join(f"{k} {v:g}" for k, v in e.metrics.items())
+        print(f"  {e.key}: {ms} — {e.reference}")
+
+
+def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = None) -> int:
+    """Entry point of ``hsi benchmark``; the exit code."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        published = load_published()
+        suites = load_suites(args.suites_file)
+        if args.list:
+            _list(suites, published)
+            return 0
+        if args.collect:
+            rows = collect(args.collect, published)
+            if not rows:
+                raise DataError(
+                    f"no {REPORT_NAME} under {', '.join(args.collect)}: run `hsi fit` or "
+                    "`hsi benchmark --suite ...` first"
+                )
+            paths = write_results(
+                rows, args.out, context={"collected from": ", ".join(args.collect)}
+            )
+            _print_summary(rows, paths)
+            return 0
+        name = "quick" if args.quick else args.suite
+        if not name:
+            raise ConfigError(
+                "say what to benchmark: --suite NAME, --quick or --collect DIR (--list shows "
+                "the suites)"
+            )
+        if name not in suites:
+            raise ConfigError(f"unknown suite {name!r}; suites: {', '.join(sorted(suites))}")
+        suite = suites[name]
+        print(f"suite {suite.name}: {suite.description}")
+        outcomes = run_suite(
+            suite,
+            args.out,
+            seeds=args.seeds,
+            max_epochs=args.max_epochs,
+            root=args.root,
+            fit=fit,
+            dry_run=args.dry_run,
+        )
+        if args.dry_run:
+            return 0
+        missing = [o for o in outcomes if o.status == "missing data"]
+        failed = [o for o in outcomes if o.status == "failed"]
+        rows = collect_suite(suite, args.out, published)
+        if not rows and missing and len(missing) == len(outcomes):
+            names = sorted({m.message for m in missing})
+            raise DataError("no run could start: " + " | ".join(names))
+        context = {"suite": suite.name}
+        if args.max_epochs is not None:
+            context["max_epochs"] = args.max_epochs
+        paths = write_results(
+            rows, args.out, title=f"hsi benchmark: {suite.name}", context=context, missing=missing
+        )
+        _print_summary(rows, paths)
+        for o in failed:
+            print(f"failed: {o.run} seed {o.seed}: {o.message}", file=sys.stderr)
+        return 1 if failed else 0
+    except HsiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _print_summary(rows: Sequence[Row], paths: Sequence[Path]) -> None:
+    for row in rows:
+        oa = row.stats["OA"].fmt() if "OA" in row.stats else "—"
+        gap = row.gap.get("OA")
+        vs = "" if gap is None else f", {gap:+.2f} vs {row.published.key}"
+        print(f"  {row.label} [{row.protocol_label}, n={row.n}]: OA {oa}{vs}")
+    for p in paths:
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    sys.exit(benchmark_main())

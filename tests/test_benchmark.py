@@ -1,0 +1,319 @@
+"""`hsi benchmark`: published numbers as data, aggregation over seeds, resumable suites.
+
+No training here: reports are written by hand and the fit function is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hsi.benchmarks import METRICS, load_published, load_suites, runner, unresolved_claims
+from hsi.benchmarks.runner import (
+    aggregate,
+    collect,
+    fit_args,
+    load_report,
+    render_markdown,
+    resolve_config,
+    run_dir,
+)
+from hsi.cli import main
+
+PUBLISHED_YAML = Path(runner.__file__).with_name("published.yaml")
+
+
+def write_report(
+    folder: Path,
+    *,
+    oa: float,
+    aa: float = 80.0,
+    kappa: float = 75.0,
+    seed: int = 0,
+    protocol: str = "random",
+    leaky: bool = True,
+    train: float = 0.3,
+    model: str = "hybridsn",
+    dataset: str = "indian_pines",
+    epochs: int = 3,
+    patch_size: int = 25,
+) -> Path:
+    """A test report with the layout hsi.reports.write_classification_report writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reasons = ["random pixel split: training patches contain test pixels"] if leaky else []
+    report = {
+        "hsi_version": "0.1.0",
+        "git": "abc1234",
+        "dataset": dataset,
+        "protocol": protocol,
+        "leaky": leaky,
+        "leaky_reasons": reasons,
+        "seed": seed,
+        "model": model,
+        "epochs_run": epochs,
+        "metrics": {"OA": oa, "AA": aa, "kappa": kappa},
+        "timings": {"test_seconds": 1.0, "train_epoch_seconds": [2.0] * epochs},
+        "data": {
+            "dataset": dataset,
+            "split": {"protocol": protocol, "seed": seed, "params": {"train": train, "val": 0.1}},
+            "patch_size": patch_size,
+            "pca_components": 30,
+            "pca_fit": "image" if leaky else "train",
+            "leaky": leaky,
+            "leaky_reasons": reasons,
+        },
+    }
+    path = folder / "test_report.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+# ---- published numbers --------------------------------------------------------------------
+
+
+def test_published_entries_have_citation_table_and_sane_numbers() -> None:
+    raw = yaml.safe_load(PUBLISHED_YAML.read_text())
+    entries = load_published()
+    assert set(entries) == set(raw["entries"]) and entries
+    for key, e in entries.items():
+        assert raw["entries"][key]["paper"] in raw["papers"]
+        assert e.citation and e.table, key
+        assert e.metrics and set(e.metrics) <= set(METRICS), key
+        assert set(e.std) <= set(e.metrics), key
+        assert all(0 < v <= 100 for v in e.metrics.values()), key
+        assert e.train_ratio is None or 0 < e.train_ratio < 1, key
+        assert key.startswith(f"{e.model}/{e.dataset}/"), key
+    ip = entries["hybridsn/indian_pines/random30"]
+    assert ip.metrics == {"OA": 99.75, "AA": 99.63, "kappa": 99.71}
+    assert ip.table == "Table II" and ip.leaky is True and ip.patch_size == 25
+    assert "10.1109/LGRS.2019.2918719" in ip.reference
+    assert entries["hybridsn/indian_pines/random10"].metrics["OA"] == 98.39
+    # what could not be pinned to a table entry carries no number to compare with
+    for claim in unresolved_claims():
+        assert "metrics" not in claim and claim["missing"]
+
+
+def test_published_entry_without_table_is_refused(tmp_path: Path) -> None:
+    raw = yaml.safe_load(PUBLISHED_YAML.read_text())
+    key = next(iter(raw["entries"]))
+    del raw["entries"][key]["table"]
+    bad = tmp_path / "published.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match="table"):
+        load_published(bad)
+
+
+def test_suites_resolve_configs_and_published_keys() -> None:
+    suites = load_suites()
+    published = load_published()
+    assert {"hybridsn_indian_pines", "quick"} <= set(suites)
+    assert {len(r.seeds) for r in suites["hybridsn_indian_pines"].runs} == {3}
+    for suite in suites.values():
+        for run in suite.runs:
+            assert resolve_config(run.config).is_file()
+            assert run.published is None or run.published in published
+
+
+# ---- aggregation --------------------------------------------------------------------------
+
+
+def test_aggregate_mean_std_gap_and_leaky_flag(tmp_path: Path) -> None:
+    for seed, oa in enumerate([90.0, 92.0, 94.0]):
+        write_report(tmp_path / "paper" / f"version_{seed}", oa=oa, kappa=80 + seed, seed=seed)
+    for seed, oa in enumerate([60.0, 70.0]):
+        write_report(
+            tmp_path / "disjoint" / f"version_{seed}",
+            oa=oa,
+            seed=seed,
+            protocol="disjoint",
+            leaky=False,
+        )
+    rows = {r.protocol: r for r in collect([tmp_path])}
+    paper, disjoint = rows["random"], rows["disjoint"]
+
+    assert paper.n == 3 and paper.seeds == [0, 1, 2]
+    assert paper.stats["OA"].mean == pytest.approx(92.0)
+    assert paper.stats["OA"].std == pytest.approx(2.0)  # sample std (ddof=1)
+    assert paper.stats["kappa"].mean == pytest.approx(81.0)
+    assert paper.leaky is True and paper.label == "paper"
+    assert paper.published.key == "hybridsn/indian_pines/random30"
+    assert paper.gap["OA"] == pytest.approx(92.0 - 99.75)
+    assert paper.same_protocol is True
+
+    assert disjoint.leaky is False and disjoint.n == 2
+    assert disjoint.stats["OA"].std == pytest.approx(7.0710678)
+    # a leak-free run is compared with the paper's (leaky) number, and says so
+    assert disjoint.published.key == "hybridsn/indian_pines/random30"
+    assert disjoint.same_protocol is False
+    assert disjoint.gap["OA"] == pytest.approx(65.0 - 99.75)
+    assert disjoint.wall_seconds == pytest.approx(3 * 2.0 + 1.0) and not disjoint.wall_measured
+
+    md = render_markdown([paper, disjoint])
+    assert "| random (leaky) |" in md and "| disjoint |" in md
+    assert "92.00 ± 2.00" in md and "-7.75" in md and "-34.75 (disjoint vs random)" in md
+    assert "Table II" in md and "Roy" in md
+
+
+def test_aggregate_single_seed_unmatched_and_duplicates(tmp_path: Path) -> None:
+    old = write_report(tmp_path / "a" / "version_0", oa=50.0, dataset="enmap_potsdam")
+    new = write_report(tmp_path / "b" / "version_0", oa=55.0, dataset="enmap_potsdam")
+    os.utime(old, (1, 1))  # the older report of the same seed is left out
+    other_ratio = write_report(tmp_path / "c" / "version_0", oa=80.0, train=0.05)
+    rows = aggregate([load_report(p) for p in (old, new, other_ratio)], load_published())
+    by_data = {r.dataset: r for r in rows}
+    potsdam = by_data["enmap_potsdam"]
+    assert potsdam.n == 1 and potsdam.stats["OA"].mean == 55.0 and potsdam.stats["OA"].std is None
+    assert potsdam.duplicates == 1 and potsdam.published is None and potsdam.gap == {}
+    assert by_data["indian_pines"].published is None  # no paper number at 5 % training
+    assert "55.00 |" in render_markdown(rows)
+
+
+# ---- the command line ---------------------------------------------------------------------
+
+
+def test_collect_writes_markdown_png_and_json(tmp_path: Path, capsys) -> None:
+    for seed, oa in enumerate([97.0, 98.0]):
+        write_report(tmp_path / "runs" / "ip_paper" / f"version_{seed}", oa=oa, seed=seed)
+    out = tmp_path / "results"
+    assert main(["benchmark", "--collect", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    md = (out / "benchmark.md").read_text()
+    assert "| ip_paper | hybridsn | indian_pines | random (leaky) |" in md
+    assert "97.50 ± 0.71" in md and "99.75 ± 0.1 / 99.63 ± 0.2 / 99.71 ± 0.1 [1]" in md
+    assert "-2.25" in md and "abc1234" in md
+    png = (out / "benchmark.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    rows = json.loads((out / "benchmark.json").read_text())["rows"]
+    assert rows[0]["measured"]["OA"]["mean"] == pytest.approx(97.5) and rows[0]["leaky"] is True
+    assert not list(out.glob(".*partial"))
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_collect_without_reports_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    code = main(["benchmark", "--collect", str(tmp_path / "empty"), "--out", str(tmp_path)])
+    assert code == 2
+    assert "no test_report.json" in capsys.readouterr().err
+    assert main(["benchmark", "--out", str(tmp_path)]) == 2  # nothing asked for
+    assert "--suite NAME" in capsys.readouterr().err
+
+
+def _toy_suite(tmp_path: Path, dataset: str | None = None) -> Path:
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(
+        yaml.safe_dump({"data": {"init_args": {"dataset": dataset, "image": "x", "labels": "y"}}})
+    )
+    suites = tmp_path / "suites.yaml"
+    suites.write_text(
+        yaml.safe_dump(
+            {
+                "suites": {
+                    "toy": {
+                        "description": "two seeds of a toy run",
+                        "runs": [
+                            {
+                                "name": "toy_run",
+                                "config": str(cfg),
+                                "seeds": [0, 1],
+                                "published": "hybridsn/indian_pines/random30",
+                                "overrides": ["--trainer.max_epochs=1"],
+                            }
+                        ],
+                    }
+                }
+            }
+        )
+    )
+    return suites
+
+
+def _fake_fit(calls: list[list[str]], fail_seeds: tuple[int, ...] = ()):
+    def fit(args: list[str]) -> int:
+        calls.append(args)
+        seed = int(next(a for a in args if a.startswith("--seed_everything=")).split("=")[1])
+        if seed in fail_seeds:
+            return 2
+        report_dir = next(a for a in args if a.startswith("--model.init_args.report_dir="))
+        write_report(Path(report_dir.split("=", 1)[1]), oa=90.0 + seed, seed=seed)
+        return 0
+
+    return fit
+
+
+def test_suite_is_resumable(tmp_path: Path, monkeypatch, capsys) -> None:
+    suites = _toy_suite(tmp_path)
+    out = tmp_path / "out"
+    suite = load_suites(suites)["toy"]
+    # seed 0 finished earlier: only seed 1 trains
+    write_report(run_dir(out, suite.runs[0], 0), oa=95.0, seed=0)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main(argv) == 0
+    assert len(calls) == 1 and "--seed_everything=1" in calls[0]
+    assert "--trainer.max_epochs=1" in calls[0] and "--data.init_args.seed=1" in calls[0]
+    printed = capsys.readouterr().out
+    assert "[1/2] toy_run seed 0: already done (OA 95.00), skipped" in printed
+    assert "[2/2] toy_run seed 1: training" in printed and "done in" in printed
+    sidecar = json.loads((run_dir(out, suite.runs[0], 1) / "benchmark_run.json").read_text())
+    assert sidecar["published"] == "hybridsn/indian_pines/random30" and sidecar["wall_seconds"] >= 0
+    md = (out / "benchmark.md").read_text()
+    assert "| toy_run |" in md and "93.00 ± 2.83" in md  # seeds 95 and 91
+
+    # a second call trains nothing
+    assert main(argv) == 0
+    assert len(calls) == 1
+    assert capsys.readouterr().out.count("already done") == 2
+
+
+def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:
+    suites = _toy_suite(tmp_path)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_fit", _fake_fit(calls, fail_seeds=(0,)))
+    out = tmp_path / "out"
+    code = main(["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)])
+    assert code == 1 and len(calls) == 2
+    assert "FAILED" in capsys.readouterr().out
+    assert "| toy_run |" in (out / "benchmark.md").read_text()
+
+
+def test_missing_dataset_is_named_and_nothing_trains(tmp_path: Path, monkeypatch, capsys) -> None:
+    suites = _toy_suite(tmp_path, dataset="indian_pines")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--root", str(empty)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert calls == []
+    captured = capsys.readouterr()
+    assert "dataset missing" in captured.out and "indian_pines" in captured.err
+
+
+def test_dry_run_prints_commands(tmp_path: Path, capsys) -> None:
+    suites = _toy_suite(tmp_path)
+    argv = ["--suite", "toy", "--suites-file", str(suites), "--out", str(tmp_path), "--dry-run"]
+    assert runner.benchmark_main([*argv, "--seeds", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert "would run: hsi fit --config" in printed and "--seed_everything=7" in printed
+    assert not (tmp_path / "benchmark.md").exists()
+
+
+def test_quick_suite_parses_as_hsi_fit(tmp_path: Path, capsys) -> None:
+    quick = load_suites()["quick"]
+    for run in quick.runs:
+        args = fit_args(run, 0, tmp_path, root=str(tmp_path))
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--print_config"])
+        assert exc.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        target = str(run_dir(tmp_path, run, 0).resolve())
+        assert printed["trainer"]["max_epochs"] == 6
+        assert printed["trainer"]["logger"]["init_args"]["version"] == "seed0"
+        assert printed["model"]["init_args"]["report_dir"] == target
+        assert printed["data"]["init_args"]["patch_size"] == 11
+        assert printed["data"]["init_args"]["root"] == str(tmp_path)
+        assert printed["seed_everything"] == 0
