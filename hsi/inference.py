@@ -27,6 +27,7 @@ import os
 import sys
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def classify_cube(
 # --------------------------------------------------------------------------------------
 
 
-class _Scene:
+class _Scene(ABC):
     """A scene read window by window: size, georeference, wavelengths and ``read``."""
 
     source: str
@@ -197,9 +198,9 @@ class _Scene:
     wavelengths: np.ndarray | None
     dtype: np.dtype
 
+    @abstractmethod
     def read(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Float32 ``(bands, r1 - r0, c1 - c0)`` pixels and their validity mask."""
-        raise NotImplementedError
 
 
 def _float_and_valid(cube: SpectralCube) -> tuple[np.ndarray, np.ndarray]:

@@ -75,7 +75,8 @@ def test_fit_then_test_writes_report_and_map(tmp_path: Path) -> None:
 
     # the checkpoint alone rebuilds the model and its preprocessing
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
-    task = ClassificationTask.load_from_checkpoint(ckpt, weights_only=False)
+    # Lightning's default weights_only=True: the checkpoint holds only safe types
+    task = ClassificationTask.load_from_checkpoint(ckpt)
     pre = task.get_preprocessor()
     assert pre is not None and pre.fit_on == "train" and pre.out_bands == 16
     assert task.hparams.in_bands == 16 and task.hparams.num_classes == 4
