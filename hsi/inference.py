@@ -41,7 +41,7 @@ from torch import nn
 from hsi.data.cube import SpectralCube
 from hsi.data.patches import PAD_MODES
 from hsi.data.preprocessing import Preprocessor
-from hsi.data.readers import read_cube, read_envi_header
+from hsi.data.readers import check_tiles_compatible, read_cube, read_envi_header
 from hsi.data.writers import atomic_output, geotiff_block_size, refuse_existing
 from hsi.errors import ConfigError, DataError, HsiError
 
@@ -301,25 +301,9 @@ class _MosaicScene(_Scene):
                 raise DataError(
                     f"{t.source}: rotated/sheared grid; warp the tiles north-up before mosaicking"
                 )
-        for t in self.tiles[1:]:
-            if t.crs != first.crs:
-                raise DataError(
-                    f"{t.source}: CRS {t.crs} differs from {name}'s {first.crs}; reproject the "
-                    "tiles to one CRS before mosaicking"
-                )
-            if t.bands != first.bands:
-                raise DataError(
-                    f"{t.source}: {t.bands} bands but {name} has {first.bands}; mosaic only "
-                    "tiles of the same product"
-                )
-            if not np.allclose(
-                (t.transform.a, t.transform.e), (first.transform.a, first.transform.e)
-            ):
-                raise DataError(
-                    f"{t.source}: pixel size {t.transform.a, -t.transform.e} differs from "
-                    f"{name}'s {first.transform.a, -first.transform.e}; resample the tiles to "
-                    "one grid before mosaicking"
-                )
+        check_tiles_compatible(
+            [(t.source, t.crs, t.bands, (t.transform.a, -t.transform.e)) for t in self.tiles]
+        )
         from affine import Affine
 
         xres, yres = first.transform.a, first.transform.e  # yres < 0 for north-up

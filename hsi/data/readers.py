@@ -994,6 +994,32 @@ def _read_raster_cube(
     )
 
 
+def check_tiles_compatible(tiles: Sequence[tuple[str, Any, int, tuple[float, float]]]) -> None:
+    """Raise unless every tile ``(source, crs, band count, (xres, yres))`` matches the first.
+
+    The one rule for mosaicking tiles of one scene, whether they are merged in memory
+    (:func:`read_cube` with a list) or read window by window (scene prediction).
+    """
+    first_src, crs, count, res = tiles[0]
+    first = Path(first_src).name
+    for src, t_crs, t_count, t_res in tiles[1:]:
+        if t_crs != crs:
+            raise DataError(
+                f"{src}: CRS {t_crs} differs from {first}'s {crs}; reproject the "
+                "tiles to one CRS before mosaicking"
+            )
+        if t_count != count:
+            raise DataError(
+                f"{src}: {t_count} bands but {first} has {count}; "
+                "mosaic only tiles of the same product"
+            )
+        if not np.allclose(np.abs(t_res), np.abs(res)):
+            raise DataError(
+                f"{src}: pixel size {tuple(t_res)} differs from {first}'s {tuple(res)}; "
+                "resample the tiles to one grid before mosaicking"
+            )
+
+
 def _read_mosaic(
     paths: list[Path], window: WindowLike | None, bands: Sequence[int] | None
 ) -> SpectralCube:
@@ -1006,22 +1032,9 @@ def _read_mosaic(
     with ExitStack() as stack:
         srcs = [stack.enter_context(_open_raster(p)) for p in paths]
         ref = srcs[0]
-        for p, s in zip(paths[1:], srcs[1:], strict=True):
-            if s.crs != ref.crs:
-                raise DataError(
-                    f"{p}: CRS {s.crs} differs from {first.name}'s {ref.crs}; reproject the "
-                    "tiles to one CRS before mosaicking"
-                )
-            if s.count != ref.count:
-                raise DataError(
-                    f"{p}: {s.count} bands but {first.name} has {ref.count}; "
-                    "mosaic only tiles of the same product"
-                )
-            if not np.allclose(s.res, ref.res):
-                raise DataError(
-                    f"{p}: pixel size {s.res} differs from {first.name}'s {ref.res}; "
-                    "resample the tiles to one grid before mosaicking"
-                )
+        check_tiles_compatible(
+            [(str(p), s.crs, s.count, s.res) for p, s in zip(paths, srcs, strict=True)]
+        )
         idx = _band_indices(bands, ref.count, first)
         indexes = [i + 1 for i in idx] if idx is not None else None
         nodata = ref.nodata
