@@ -44,6 +44,7 @@ from hsi.data.preprocessing import Preprocessor
 from hsi.data.readers import check_tiles_compatible, read_cube, read_envi_header
 from hsi.data.writers import atomic_output, geotiff_block_size, refuse_existing
 from hsi.errors import ConfigError, DataError, HsiError
+from hsi.reports import class_colors
 
 __all__ = ["classify_cube", "predict_scene", "scene_main"]
 
@@ -436,19 +437,6 @@ def _profile(scene: _Scene, count: int, dtype: str, nodata: float) -> dict[str, 
     return profile
 
 
-def _palette(n: int) -> np.ndarray:
-    """``(n + 1, 3)`` uint8 colours, 0 black: the report palette so maps look alike."""
-    try:
-        from hsi.reports import class_colors
-
-        return np.asarray(class_colors(n), dtype=np.uint8)[: n + 1]
-    except ImportError:  # pragma: no cover - reports needs matplotlib, a dependency
-        rng = np.random.default_rng(0)
-        colors = rng.integers(40, 256, size=(n + 1, 3), dtype=np.uint8)
-        colors[0] = 0
-        return colors
-
-
 def _expected_mean_abs(pre: Preprocessor) -> float | None:
     """Mean |value| that transformed training-like pixels have, or None if unknown.
 
@@ -727,7 +715,7 @@ class _SceneOutputs:
 
         self.plan = plan
         scene, names, k = plan.scene, plan.class_names, plan.num_classes
-        self.palette = _palette(k)
+        self.palette = class_colors(k)  # the report palette, so maps look alike
         self.histogram = np.zeros(k + 1, dtype=np.int64)
         self.skipped = 0
         self.tmp = {

@@ -211,8 +211,6 @@ def _search_blocks(
     labels: np.ndarray,
     totals: np.ndarray,
     targets: np.ndarray,
-    train: float,
-    val: float,
     radius: int,
     rng: np.random.Generator,
     max_passes: int,
@@ -222,7 +220,7 @@ def _search_blocks(
     # greedy start: rarest classes first so the large ones do not starve them
     owner = np.zeros(n_blocks, dtype=np.uint8)
     order = rng.permutation(n_blocks)
-    for code, ratio in ((TRAIN, train), (VAL, val)):
+    for code, ratio in ((TRAIN, targets[0]), (VAL, targets[1])):
         got = np.zeros(n_labels)
         for cls in np.argsort(totals):
             if cls == 0 or totals[cls] == 0:
@@ -310,7 +308,7 @@ def disjoint_split(
     best_owner, best_loss = None, np.inf
     for _ in range(max(restarts, 1)):
         owner, loss = _search_blocks(
-            hist, block_id, labels, totals, targets, train, val, radius, rng, max_passes
+            hist, block_id, labels, totals, targets, radius, rng, max_passes
         )
         if loss < best_loss:
             best_owner, best_loss = owner, loss

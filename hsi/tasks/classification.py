@@ -107,10 +107,10 @@ class ClassificationTask(L.LightningModule):
             self._build()
 
     def setup(self, stage: str) -> None:
+        # Lightning has already run the data module's setup (split, preprocessing) here
         self._adopt_datamodule()
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "describe"):
-            dm.setup(stage)
             if stage == "fit" or self.preprocessing is None:
                 pre = getattr(dm, "preprocessor", None)
                 self.preprocessing = pre.state_dict() if pre is not None else None
