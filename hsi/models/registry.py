@@ -70,5 +70,15 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def _import_builtin_models() -> None:
-    # Importing the modules runs their @register_model decorators.
-    from hsi.models import hybridsn  # noqa: F401
+    """Import every module of ``hsi.models`` so their ``@register_model`` decorators run.
+
+    Discovery by listing the package means a new model file needs no edit here.
+    """
+    import importlib
+    import pkgutil
+
+    import hsi.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "registry" and not info.name.startswith("_"):
+            importlib.import_module(f"hsi.models.{info.name}")

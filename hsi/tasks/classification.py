@@ -7,6 +7,7 @@ alone rebuilds the model and its input pipeline for ``hsi test`` and ``hsi predi
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from hsi.data.preprocessing import Preprocessor
 from hsi.errors import ConfigError
 from hsi.metrics import classification_metrics
-from hsi.models.registry import create_model
+from hsi.models.registry import create_model, get_model_class
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,23 @@ class ClassificationTask(L.LightningModule):
                     f"config was made for other data; remove model.{key} or fix the data"
                 )
             self.hparams[key] = value
+        self._adopt_class_names(dm)
         if self.net is None:
             self._build()
+
+    def _adopt_class_names(self, dm: Any) -> None:
+        """Give the data's class names to a model that takes them (VP-Hype's text prompts).
+
+        They go into ``model_kwargs`` so the checkpoint alone rebuilds the same model.
+        """
+        names = getattr(dm, "class_names", None)
+        kwargs = dict(self.hparams.get("model_kwargs") or {})
+        if names is None or "class_names" in kwargs:
+            return
+        ctor = get_model_class(self.hparams.model)
+        if "class_names" in inspect.signature(ctor).parameters:
+            kwargs["class_names"] = list(names)
+            self.hparams["model_kwargs"] = kwargs
 
     def setup(self, stage: str) -> None:
         # Lightning has already run the data module's setup (split, preprocessing) here
