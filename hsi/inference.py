@@ -379,15 +379,41 @@ def _torch_device(device: str | torch.device) -> torch.device:
 
 
 def _load_task(checkpoint: PathLike, device: torch.device) -> Any:
-    """The ClassificationTask of a checkpoint, on ``device`` and in eval mode."""
+    """The ClassificationTask of a checkpoint, on ``device`` and in eval mode.
+
+    ``checkpoint`` is a ``.ckpt`` written by ``hsi fit``, a weight file exported by
+    :mod:`hsi.pretrained`, or the name of shipped weights (``indian_pines``,
+    ``hybridsn/indian_pines``) when no file of that name exists. Everything is loaded
+    with ``weights_only=True``.
+    """
+    return _load_checkpoint(checkpoint, device)[0]
+
+
+def _load_checkpoint(checkpoint: PathLike, device: torch.device) -> tuple[Any, str]:
+    """:func:`_load_task` plus a label of what was loaded (for the map's metadata)."""
+    from hsi import pretrained
     from hsi.tasks.classification import ClassificationTask
 
-    path = Path(os.fspath(checkpoint)).expanduser()
+    text = os.fspath(checkpoint)
+    path = Path(text).expanduser()
     if not path.is_file():
+        if pretrained.looks_like_name(text):
+            try:
+                weights = pretrained.load_weights(text)
+            except ConfigError as exc:  # an unknown name: say a file was looked for too
+                raise DataError(
+                    f"{path}: checkpoint not found, and not the name of shipped weights ({exc})"
+                ) from exc
+            label = f"{weights.name} ({weights.path.name}, sha256 {weights.entry.sha256})"
+            return weights.to_task().to(device).eval(), label
         raise DataError(
             f"{path}: checkpoint not found; pass a .ckpt written by `hsi fit` "
-            "(runs/<name>/version_N/checkpoints/)"
+            "(runs/<name>/version_N/checkpoints/), an exported .pt, or shipped weights "
+            f"({', '.join(pretrained.list_pretrained()) or 'none installed'})"
         )
+    if path.suffix.lower() != ".ckpt" and pretrained.is_weight_file(path):
+        weights = pretrained.load_weights(path)
+        return weights.to_task().to(device).eval(), str(path)
     try:
         # torch's default weights_only=True suffices: hsi checkpoints hold tensors, plain
         # dicts/lists and strings only (preprocessing state is stored as lists).
@@ -398,11 +424,12 @@ def _load_task(checkpoint: PathLike, device: torch.device) -> Any:
         msg = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise DataError(
             f"{path}: cannot load as an hsi classification checkpoint ({msg}); pass a "
-            "checkpoint written by `hsi fit` with a ClassificationTask"
+            "checkpoint written by `hsi fit` with a ClassificationTask, or a weight file "
+            "exported by `python -m hsi.pretrained export`"
         ) from exc
     if task.net is None:
         raise DataError(f"{path}: the checkpoint holds no model; pass one written by `hsi fit`")
-    return task.to(device).eval()
+    return task.to(device).eval(), str(path)
 
 
 def _side_paths(output: Path) -> dict[str, Path]:
@@ -549,7 +576,7 @@ def _plan_prediction(
         refuse_existing(path, overwrite)
 
     dev = _torch_device(device)
-    task = _load_task(ckpt_path, dev)
+    task, ckpt_label = _load_checkpoint(checkpoint, dev)
     pre = task.get_preprocessor()
     if pre is None or not pre.fitted:
         raise DataError(
@@ -610,7 +637,7 @@ def _plan_prediction(
         tags={
             "class_names": json.dumps(class_names),
             "class_values": "1..K in the order of class_names; 0 = no data",
-            "hsi_checkpoint": str(ckpt_path),
+            "hsi_checkpoint": ckpt_label,
             "hsi_model": str(hp.model),
             "hsi_patch_size": str(patch),
             "hsi_input": scene.source,
@@ -845,7 +872,9 @@ def predict_scene(
     """Classify every pixel of a scene with a trained checkpoint into a GeoTIFF class map.
 
     Args:
-        checkpoint: a ``.ckpt`` of a :class:`~hsi.tasks.classification.ClassificationTask`.
+        checkpoint: a ``.ckpt`` of a :class:`~hsi.tasks.classification.ClassificationTask`,
+            a weight file exported by :mod:`hsi.pretrained`, or shipped weights by name
+            (``"indian_pines"``, ``"hybridsn/indian_pines"``).
         inputs: one GeoTIFF/VRT/ENVI (or ``.mat``/``.npy``, read whole) file, or a list of
             GeoTIFF tiles on one pixel grid, mosaicked window by window (never in memory).
         output: the class map (uint8, or uint16 beyond 255 classes): values 1..K, 0 where
@@ -968,7 +997,13 @@ def scene_main(argv: list[str]) -> int:
         description="Classify every pixel of a scene (any size, read window by window) "
         "with a trained checkpoint; write a georeferenced GeoTIFF class map.",
     )
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `hsi fit`")
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint written by `hsi fit` (.ckpt), an exported weight file (.pt), or "
+        "shipped weights by name (indian_pines, hybridsn/indian_pines; "
+        "`python -m hsi.pretrained list`)",
+    )
     parser.add_argument(
         "--input",
         required=True,

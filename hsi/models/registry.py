@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,12 +53,27 @@ def get_model_class(name: str) -> Callable[..., nn.Module]:
     return _REGISTRY[key]
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, pretrained: str | os.PathLike[str] | None = None, **kwargs: Any
+) -> nn.Module:
     """Build a registered model, e.g. ``create_model("hybridsn", in_bands=30, num_classes=16)``.
 
     Unknown keyword arguments raise a :class:`ConfigError` naming the accepted ones, so a
     config typo never reaches the model's constructor as a cryptic ``TypeError``.
+
+    ``pretrained`` loads shipped weights (:mod:`hsi.pretrained`): a tag
+    (``"indian_pines"``), ``"model/tag"``, or the path of an exported weight file. The model
+    is then built with the kwargs the weights were trained with; passing a kwarg that
+    differs from them is a :class:`ConfigError`. The weights are loaded with
+    ``weights_only=True`` (fp16-stored weights become the model's fp32 parameters), and
+    ``model.pretrained_cfg`` holds their preprocessing, class names and data facts. As
+    with any ``nn.Module`` the model starts in training mode: call ``.eval()`` to predict.
     """
+    if pretrained is not None:
+        from hsi.pretrained import build_pretrained
+
+        get_model_class(name)  # an unknown model name is reported before the weights
+        return build_pretrained(name, pretrained, kwargs)
     ctor = get_model_class(name)
     params = inspect.signature(ctor).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
