@@ -6,6 +6,9 @@
 - :mod:`hsi.nn.selective_scan`: Mamba's selective scan (S6) with reference, chunked
   pure-PyTorch and ``mamba_ssm`` CUDA backends.
 - :mod:`hsi.nn.mamba`: the Mamba block and Mamba scans over 2-D token grids.
+- :mod:`hsi.nn.morphology`: grey-scale erosion / dilation and MorpMamba's learnable
+  depthwise-convolution stand-in for them.
+- :mod:`hsi.nn.text_prompts`: class-name prompts embedded offline by MiniLM (VP-Hype).
 """
 
 from hsi.nn.attention import (
@@ -18,12 +21,19 @@ from hsi.nn.attention import (
 )
 from hsi.nn.lora import LoRALinear, apply_lora, count_parameters, mark_only_lora_trainable
 from hsi.nn.mamba import Mamba, Mamba2DScan
+from hsi.nn.morphology import Morphology, grey_dilation, grey_erosion
 from hsi.nn.selective_scan import (
     mamba_ssm_available,
     resolve_backend,
     selective_scan,
     selective_scan_chunked,
     selective_scan_reference,
+)
+from hsi.nn.text_prompts import (
+    DEFAULT_PROMPT_TEMPLATE,
+    TEXT_EMBED_DIM,
+    embed_class_names,
+    text_encoder_available,
 )
 
 __all__ = [
@@ -44,4 +54,11 @@ __all__ = [
     "selective_scan_reference",
     "window_partition",
     "window_reverse",
+    "Morphology",
+    "grey_dilation",
+    "grey_erosion",
+    "DEFAULT_PROMPT_TEMPLATE",
+    "TEXT_EMBED_DIM",
+    "embed_class_names",
+    "text_encoder_available",
 ]
