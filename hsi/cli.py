@@ -90,6 +90,8 @@ OVERVIEW = """hsi — hyperspectral model zoo
                                    the dataset registry (data root: --root, $HSI_DATA)
   hsi convert IN OUT.tif           any cube hsi reads (.mat, .npy, ENVI) to GeoTIFF
   hsi benchmark --suite S|--quick|--collect DIR  measured vs published OA/AA/kappa
+  hsi simulate --dataset D --classes A,B --out DIR
+                                   SPOD-style sub-pixel targets implanted in a real scene
 """
 
 
@@ -130,6 +132,22 @@ def _configure_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _is_restoration_checkpoint(argv: list[str]) -> bool:
+    """True when ``--ckpt`` names a checkpoint written by a RestorationTask (denoising or
+    super-resolution), which `hsi predict --input` restores instead of classifying."""
+    ckpt = None
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt" and i + 1 < len(argv):
+            ckpt = argv[i + 1]
+        elif arg.startswith("--ckpt="):
+            ckpt = arg.split("=", 1)[1]
+    if ckpt is None:
+        return False
+    from hsi.inference_restoration import checkpoint_task
+
+    return checkpoint_task(ckpt) == "restoration"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hsi`` console script."""
     # Lightning's own calls into jsonargparse raise deprecation notices users cannot act on
@@ -148,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             return datasets_main(argv[1:])
         if argv and argv[0] == "convert":
             return convert_main(argv[1:])
+        if argv and argv[0] == "simulate":
+            from hsi.detection.simulate_cli import simulate_main
+
+            return simulate_main(argv[1:])
         if argv and argv[0] == "benchmark":
             from hsi.benchmarks.runner import benchmark_main
 
@@ -155,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module
+            if _is_restoration_checkpoint(argv):
+                from hsi.inference_restoration import restore_main
+
+                return restore_main(argv[1:])
             from hsi.inference import scene_main
 
             return scene_main(argv[1:])

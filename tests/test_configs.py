@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,44 @@ def test_config_parses(config: Path, capsys) -> None:
     assert exc.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     data = printed["data"]["init_args"]
+    if printed["data"]["class_path"].endswith("RestorationDataModule"):
+        _check_restoration(config, printed)
+        return
+    if printed["data"]["class_path"].endswith("DetectionDataModule"):
+        # detection: best epoch on validation point AP, tested on a separate (disjoint) set
+        assert printed["model"]["class_path"] == "hsi.tasks.DetectionTask"
+        assert printed["checkpoint"]["monitor"] == "val/point_AP"
+        assert data["test_root"] and data["test_root"] != data["root"] and data["val"] > 0
+        return
     assert data["protocol"] in ("random", "disjoint")
     # the papers' protocol is only ever used by a config that says "paper" in its name
     assert (data["protocol"] == "random" or data["pca_fit"] == "image") == ("paper" in config.stem)
+
+
+def _check_restoration(config: Path, printed: dict) -> None:
+    """A restoration config trains the setting its name says, selects on validation MPSNR
+    and holds out evaluation data."""
+    from hsi.data.degradations import build_degradation
+
+    data, model = printed["data"]["init_args"], printed["model"]["init_args"]
+    assert printed["model"]["class_path"] == "hsi.tasks.RestorationTask"
+    assert printed["checkpoint"]["monitor"] == "val/MPSNR"
+    assert printed["checkpoint"]["mode"] == "max"
+    assert model["loss"] in ("l1", "l2")
+    assert data["holdout"] in ("regions", "scenes")
+    deg = build_degradation(data["degradation"])
+    assert data["crop_size"] % deg.scale == 0
+    stem = config.stem
+    if m := re.search(r"gaussian(\d+)$", stem):
+        assert deg.spec() == {"name": "gaussian", "sigma": float(m[1])}
+    elif stem.endswith("_blind"):
+        assert deg.name == "blind_gaussian"
+    elif stem.endswith("_complex"):
+        assert deg.name == "complex"
+    elif m := re.search(r"_x(\d+)$", stem):
+        assert deg.scale == int(m[1]) and model["loss"] == "l1"
+    else:
+        raise AssertionError(f"{config.name}: name does not say the restoration setting")
 
 
 def test_there_are_configs() -> None:
