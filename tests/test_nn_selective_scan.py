@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from hsi.errors import ConfigError
 from hsi.nn.selective_scan import (
-    CPU_SEQUENTIAL_WIDTH,
     mamba_ssm_available,
     resolve_backend,
     selective_scan,
     selective_scan_reference,
 )
+
+# the module itself (``hsi.nn.selective_scan`` the attribute is the re-exported function)
+scan_module = importlib.import_module("hsi.nn.selective_scan")
 
 TOL = 1e-4
 
@@ -68,9 +72,22 @@ def _inputs(
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-def _run(fn, tensors, options, grad_out, **kwargs):
-    """Output, last state and the gradients of every tensor argument."""
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in tensors.items()}
+def _strided(x: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous (last two dims swapped in memory) layout."""
+    return x.mT.contiguous().mT if x.ndim >= 2 else x[::-1].contiguous()[::-1]
+
+
+def _run(fn, tensors, options, grad_out, grad_last=None, **kwargs):
+    """Output, last state and the gradients of every tensor argument.
+
+    ``options["strided"]`` passes every ≥2-D input as a non-contiguous view;
+    ``grad_last`` also backpropagates through the returned last state.
+    """
+    leaves = {k: v.detach().clone() for k, v in tensors.items()}
+    if options.get("strided"):
+        leaves = {k: _strided(v) if v.ndim >= 2 else v for k, v in leaves.items()}
+        assert not leaves["u"].is_contiguous() and not leaves["B"].is_contiguous()
+    leaves = {k: v.requires_grad_() for k, v in leaves.items()}
     args = {k: leaves[k] for k in ("u", "delta", "A", "B", "C")}
     for name in ("D", "z", "delta_bias"):
         if options.get(name):
@@ -78,7 +95,10 @@ def _run(fn, tensors, options, grad_out, **kwargs):
     out, last = fn(
         **args, delta_softplus=options.get("softplus", False), return_last_state=True, **kwargs
     )
-    (out * grad_out).sum().backward()
+    loss = (out * grad_out).sum()
+    if grad_last is not None:
+        loss = loss + (last * grad_last).sum()
+    loss.backward()
     grads = {k: v.grad for k, v in leaves.items() if v.grad is not None}
     return out.detach(), last.detach(), grads
 
@@ -89,6 +109,9 @@ CASES = [
     (1, 6, 2, 64, None, 16, {}),
     (2, 6, 4, 29, 3, 8, {"D": True, "softplus": True}),
     (3, 4, 5, 5, None, 32, {"z": True, "delta_bias": True}),
+    (2, 5, 3, 23, None, 1, {"D": True, "z": True, "softplus": True}),  # one step per chunk
+    (2, 4, 3, 1, None, 4, {"D": True, "softplus": True}),  # a single step
+    (2, 6, 3, 31, 2, 7, {"D": True, "z": True, "softplus": True, "strided": True}),
 ]
 
 
@@ -115,11 +138,13 @@ def test_backend_matches_reference_forward_and_backward(backend, device, case) -
     [(8.0, False), (0.3, True)],
     ids=["large-positive-delta", "mixed-sign-delta"],
 )
-def test_chunked_halves_chunks_with_large_decays(delta_scale: float, mixed_sign: bool) -> None:
-    """Δ·A far beyond MAX_EXPONENT within a chunk: still finite and equal to the loop.
+def test_chunked_handles_large_and_mixed_sign_decays(delta_scale: float, mixed_sign: bool) -> None:
+    """Δ·A summing far past float32's ``exp`` range within a chunk: finite, equal to the loop.
 
-    ``mixed-sign-delta`` feeds raw Δ of both signs (no softplus, so the partial sums are
-    not monotone) with A = −16: the bound's 1.5× branch. The gradient of A sums over
+    (A closed form over a chunk would need ``exp(±Σ Δ·A)``; the chunked scan only ever
+    exponentiates one step's ``Δ_t·A``, as the loop does.) ``mixed-sign-delta`` feeds raw
+    Δ of both signs (no softplus, so the partial sums are not monotone) with A = −16,
+    where some steps grow the state. The gradient of A sums over
     batch and steps and reaches ~100, so gradients are compared relative to their size
     (float32 rounding of such a sum alone is ~1e-6 of it).
     """
@@ -159,10 +184,54 @@ def test_low_precision_inputs_come_back_in_their_dtype() -> None:
     assert out.dtype == torch.bfloat16
 
 
-def test_auto_picks_the_loop_for_wide_cpu_steps_and_chunks_for_narrow_ones() -> None:
-    cpu = torch.device("cpu")
-    assert resolve_backend("auto", cpu, CPU_SEQUENTIAL_WIDTH) == "reference"
-    assert resolve_backend("auto", cpu, CPU_SEQUENTIAL_WIDTH - 1) == "chunked"
+def test_auto_picks_the_chunked_scan_without_mamba_ssm() -> None:
+    assert resolve_backend("auto", torch.device("cpu")) == "chunked"
+    assert resolve_backend("auto", torch.device("cpu"), width=64 * 64 * 16) == "chunked"
+
+
+def test_chunked_gradient_through_the_last_state_and_capped_chunks(monkeypatch) -> None:
+    """Backprop through the returned state too, with chunks cut below ``chunk_size``.
+
+    A tiny ``_TILE_ELEMENTS`` forces the chunked scan to use fewer steps per chunk than it
+    was asked for (2 · 4 · 3 = 24 elements per step, so 2 steps), as it does on wide inputs.
+    """
+    monkeypatch.setattr(scan_module, "_TILE_ELEMENTS", 50)
+    options = {"D": True, "z": True, "softplus": True}
+    tensors = _inputs(2, 4, 3, 19)
+    gen = torch.Generator().manual_seed(3)
+    grad_out = torch.randn(2, 4, 19, generator=gen)
+    grad_last = torch.randn(2, 4, 3, generator=gen)
+    ref = _run(selective_scan_reference, tensors, options, grad_out, grad_last)
+    got = _run(
+        selective_scan, tensors, options, grad_out, grad_last, backend="chunked", chunk_size=16
+    )
+    assert (got[0] - ref[0]).abs().max() <= TOL
+    assert (got[1] - ref[1]).abs().max() <= TOL
+    for name, grad in ref[2].items():
+        assert (got[2][name] - grad).abs().max() <= TOL, name
+
+
+def test_chunked_backward_passes_gradcheck_in_float64() -> None:
+    """The hand-written backward against finite differences (not only against autograd)."""
+    t = {k: v.double() for k, v in _inputs(1, 4, 2, 6, groups=2).items()}
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    leaves = [t[k].requires_grad_() for k in names]
+
+    def fn(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = dict(zip(names, args, strict=True))
+        return selective_scan(
+            **kwargs, delta_softplus=True, return_last_state=True, backend="chunked", chunk_size=4
+        )
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
+
+
+def test_empty_sequence_gives_empty_output() -> None:
+    t = _inputs(2, 4, 3, 0)
+    out, last = selective_scan(
+        t["u"], t["delta"], t["A"], t["B"], t["C"], return_last_state=True, backend="chunked"
+    )
+    assert out.shape == (2, 4, 0) and last.shape == (2, 4, 3) and not last.any()
 
 
 def test_backend_errors_are_clear() -> None:
