@@ -73,6 +73,7 @@ class LoRALinear(nn.Module):
             p.requires_grad_(False)
         self.rank = rank
         self.alpha = float(rank if alpha is None else alpha)
+        self.scale_multiplier = 1.0
         self.scaling = self.alpha / rank
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
@@ -97,6 +98,21 @@ class LoRALinear(nn.Module):
     @property
     def bias(self) -> torch.Tensor | None:
         return self.base.bias
+
+    def set_scale_multiplier(self, multiplier: float) -> None:
+        """Scale the update to ``multiplier · (alpha / rank)`` (1.0 restores the nominal scale).
+
+        Why: a schedule can vary LoRA's adaptation strength during training without
+        touching the weights (:class:`hsi.callbacks.CyclicLoRAScaling`, after LoLA-SpecViT).
+        Refused while merged, because :meth:`unmerge` must subtract exactly what
+        :meth:`merge` added.
+        """
+        if not math.isfinite(multiplier) or multiplier < 0:
+            raise ConfigError(f"LoRA scale multiplier must be finite and >= 0, got {multiplier}")
+        if self.merged:
+            raise ConfigError("cannot rescale a merged LoRA layer; call unmerge() first")
+        self.scale_multiplier = float(multiplier)
+        self.scaling = self.alpha / self.rank * self.scale_multiplier
 
     def delta_weight(self) -> torch.Tensor:
         """The low-rank update ``(alpha / rank) · B A``, shaped like ``base.weight``."""
@@ -124,7 +140,10 @@ class LoRALinear(nn.Module):
         return out + update * self.scaling
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha:g}, merged={self.merged}"
+        extra = (
+            f", scale_multiplier={self.scale_multiplier:g}" if self.scale_multiplier != 1 else ""
+        )
+        return f"rank={self.rank}, alpha={self.alpha:g}, merged={self.merged}{extra}"
 
 
 def apply_lora(

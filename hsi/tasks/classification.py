@@ -37,10 +37,20 @@ class ClassificationTask(L.LightningModule):
             (the usual case); a value given here must agree with the data.
         lr, weight_decay: optimizer settings.
         optimizer: ``adam`` (HybridSN's paper), ``adamw`` or ``sgd``.
-        scheduler: ``none``, ``cosine`` (over max_epochs) or ``plateau`` (on val loss).
+        scheduler: ``none``, ``cosine`` (over max_epochs), ``plateau`` (on val loss) or
+            ``cosine_restarts`` (SGDR: cycles of ``restart_epochs · restart_mult^i``
+            epochs annealing to ``min_lr``, stepped per epoch; LoLA-SpecViT's schedule).
+        restart_epochs, restart_mult, min_lr: the ``cosine_restarts`` cycle.
         label_smoothing: cross-entropy label smoothing.
         report_dir: where ``hsi test`` writes its report (default: the run's log dir).
         predict_map: also predict every pixel after testing, for the map picture.
+        init_from: an hsi checkpoint (``.ckpt``) of the same registry model, e.g. trained
+            on another scene, whose weights start this run (all but the classifier head,
+            which is new: the label set may differ). Read with ``weights_only=True``.
+        finetune: ``full`` trains every weight; ``lora`` (needs ``init_from``) freezes
+            the loaded base and trains only the LoRA adapters and the head
+            (:func:`hsi.nn.mark_only_lora_trainable`). BatchNorm running statistics, being
+            buffers, still adapt to the new scene.
     """
 
     def __init__(
@@ -53,12 +63,24 @@ class ClassificationTask(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
-        scheduler: Literal["none", "cosine", "plateau"] = "none",
+        scheduler: Literal["none", "cosine", "plateau", "cosine_restarts"] = "none",
+        restart_epochs: int = 10,
+        restart_mult: int = 2,
+        min_lr: float = 0.0,
         label_smoothing: float = 0.0,
         report_dir: str | None = None,
         predict_map: bool = True,
+        init_from: str | None = None,
+        finetune: Literal["full", "lora"] = "full",
     ) -> None:
         super().__init__()
+        if finetune not in ("full", "lora"):
+            raise ConfigError(f"finetune must be 'full' or 'lora', got {finetune!r}")
+        if finetune == "lora" and not init_from:
+            raise ConfigError(
+                "finetune='lora' trains adapters on a pretrained base: give init_from=<a "
+                "checkpoint of the same model>"
+            )
         # report_dir/predict_map are run options, not part of the model: kept out of the
         # hparams so a checkpoint's values never override the command line's
         self.save_hyperparameters(ignore=["report_dir", "predict_map"])
@@ -70,6 +92,7 @@ class ClassificationTask(L.LightningModule):
         self._epoch_start = 0.0
         self.checkpoint_epoch: int | None = None  # epoch index of the loaded checkpoint
         self.epoch_seconds: list[float] = []
+        self._init_applied = False
         if None not in (in_bands, num_classes, patch_size):
             self._build()
 
@@ -125,12 +148,110 @@ class ClassificationTask(L.LightningModule):
     def setup(self, stage: str) -> None:
         # Lightning has already run the data module's setup (split, preprocessing) here
         self._adopt_datamodule()
+        if stage == "fit" and not self._init_applied:
+            # only when fitting: a checkpoint of this run loaded later for test/predict
+            # already holds the weights and must not need the base checkpoint's file
+            self._apply_init_from()
+            self._init_applied = True
+        elif self.hparams.get("finetune") == "lora":
+            # a LoRA run's checkpoint reloaded: same frozen set, so reports count the same
+            from hsi.nn.lora import mark_only_lora_trainable
+
+            mark_only_lora_trainable(self.net, train_head=self._head_name())
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "describe"):
             if stage == "fit" or self.preprocessing is None:
                 pre = getattr(dm, "preprocessor", None)
                 self.preprocessing = pre.state_dict() if pre is not None else None
             self.data_description = dm.describe()
+
+    # ---- starting from another run's weights --------------------------------------------
+    def _head_name(self) -> str:
+        head = getattr(self.net, "head_name", "head")
+        try:
+            module = self.net.get_submodule(head)
+        except AttributeError:
+            module = None
+        if module is None or not any(True for _ in module.parameters()):
+            raise ConfigError(
+                f"model {self.hparams.model!r} names no classifier head (attribute head_name, "
+                f"default 'head'), so init_from cannot leave it out for the new classes"
+            )
+        return head
+
+    def _read_init_checkpoint(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise ConfigError(f"init_from checkpoint not found: {path}")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling errors come in many types
+            raise ConfigError(
+                f"init_from {path} is not a readable hsi checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+            raise ConfigError(f"init_from {path} holds no state_dict; is it an hsi .ckpt?")
+        theirs = ckpt.get("hyper_parameters") or {}
+        hp = self.hparams
+        if str(theirs.get("model", "")).lower() != str(hp.model).lower():
+            raise ConfigError(
+                f"init_from {path} is a {theirs.get('model')!r} checkpoint, but this run "
+                f"trains {hp.model!r}; weights only carry over within one model"
+            )
+        if theirs.get("in_bands") != hp.in_bands:
+            raise ConfigError(
+                f"init_from {path} was trained on {theirs.get('in_bands')} input bands, this "
+                f"data gives {hp.in_bands}: use the same number of PCA components "
+                f"(data.pca_components) as the pretraining run"
+            )
+        return ckpt
+
+    def _apply_init_from(self) -> None:
+        """Load ``init_from`` (all but the head) and, for ``finetune='lora'``, freeze the base."""
+        hp = self.hparams
+        if not hp.get("init_from"):
+            return
+        path = Path(hp.init_from)
+        ckpt = self._read_init_checkpoint(path)
+        head = self._head_name()
+        theirs = {
+            key[len("net.") :]: value
+            for key, value in ckpt["state_dict"].items()
+            if key.startswith("net.")
+        }
+        own = self.net.state_dict()
+        wanted = {k: v for k, v in own.items() if not k.startswith(head + ".")}
+        problems = [
+            f"{k}: missing"
+            if k not in theirs
+            else f"{k}: {tuple(theirs[k].shape)} vs {tuple(v.shape)}"
+            for k, v in wanted.items()
+            if k not in theirs or theirs[k].shape != v.shape
+        ]
+        if problems:
+            theirs_hp = ckpt.get("hyper_parameters") or {}
+            raise ConfigError(
+                f"init_from {path} does not fit this {hp.model} ({len(problems)} tensors differ,"
+                f" e.g. {'; '.join(problems[:3])}): build it with the pretraining run's "
+                f"model_kwargs ({theirs_hp.get('model_kwargs')}) and patch_size "
+                f"({theirs_hp.get('patch_size')})"
+            )
+        self.net.load_state_dict({k: theirs[k] for k in wanted}, strict=False)
+        if hp.finetune == "lora":
+            from hsi.nn.lora import count_parameters, mark_only_lora_trainable
+
+            mark_only_lora_trainable(self.net, train_head=head)
+            total, trainable = count_parameters(self.net)
+            log.info(
+                "LoRA fine-tuning from %s: %s of %s parameters trainable (%.2f%%, %.1f%% fewer)",
+                path,
+                f"{trainable:,}",
+                f"{total:,}",
+                100 * trainable / total,
+                100 * (1 - trainable / total),
+            )
+        else:
+            log.info("initialised %s from %s (head %r left new)", hp.model, path, head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -255,7 +376,8 @@ class ClassificationTask(L.LightningModule):
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.net.parameters()
+        # frozen weights (LoRA fine-tuning) stay out of the optimizer and its state
+        params = [p for p in self.net.parameters() if p.requires_grad]
         if hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adamw":
@@ -274,7 +396,19 @@ class ClassificationTask(L.LightningModule):
         if hp.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
-        raise ConfigError(f"unknown scheduler {hp.scheduler!r}; use none, cosine or plateau")
+        if hp.scheduler == "cosine_restarts":
+            if hp.restart_epochs < 1 or hp.restart_mult < 1:
+                raise ConfigError(
+                    f"cosine_restarts needs restart_epochs >= 1 and restart_mult >= 1, got "
+                    f"{hp.restart_epochs} and {hp.restart_mult}"
+                )
+            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                opt, T_0=hp.restart_epochs, T_mult=hp.restart_mult, eta_min=hp.min_lr
+            )
+            return {"optimizer": opt, "lr_scheduler": sched}
+        raise ConfigError(
+            f"unknown scheduler {hp.scheduler!r}; use none, cosine, plateau or cosine_restarts"
+        )
 
     # ---- checkpoint round trip ---------------------------------------------------------
     def _hsi_meta(self) -> dict[str, Any]:
