@@ -85,7 +85,9 @@ OVERVIEW = """hsi — hyperspectral model zoo
   hsi fit|validate|test|predict --config CONFIG.yaml [--section.key value ...]
                                    train / evaluate with LightningCLI (configs/ has examples)
   hsi predict --ckpt CKPT --input SCENE.tif --output MAP.tif
-                                   classify a whole GeoTIFF/ENVI scene, georeferenced map out
+                                   classify (or restore, or detect: the checkpoint says) a
+                                   whole GeoTIFF/ENVI scene; georeferenced map / cube /
+                                   GeoJSON points out
   hsi datasets list|info|verify|download
                                    the dataset registry (data root: --root, $HSI_DATA)
   hsi convert IN OUT.tif           any cube hsi reads (.mat, .npy, ENVI) to GeoTIFF
@@ -132,9 +134,9 @@ def _configure_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _is_restoration_checkpoint(argv: list[str]) -> bool:
-    """True when ``--ckpt`` names a checkpoint written by a RestorationTask (denoising or
-    super-resolution), which `hsi predict --input` restores instead of classifying."""
+def _checkpoint_task(argv: list[str]) -> str:
+    """Which task wrote the ``--ckpt`` checkpoint: ``restoration`` (restored cube out),
+    ``detection`` (GeoJSON points out) or ``classification`` (class map out)."""
     ckpt = None
     for i, arg in enumerate(argv):
         if arg == "--ckpt" and i + 1 < len(argv):
@@ -142,10 +144,10 @@ def _is_restoration_checkpoint(argv: list[str]) -> bool:
         elif arg.startswith("--ckpt="):
             ckpt = arg.split("=", 1)[1]
     if ckpt is None:
-        return False
+        return "classification"
     from hsi.inference_restoration import checkpoint_task
 
-    return checkpoint_task(ckpt) == "restoration"
+    return checkpoint_task(ckpt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,10 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module
-            if _is_restoration_checkpoint(argv):
+            task = _checkpoint_task(argv)
+            if task == "restoration":
                 from hsi.inference_restoration import restore_main
 
                 return restore_main(argv[1:])
+            if task == "detection":
+                from hsi.detection.scene import detect_main
+
+                return detect_main(argv[1:])
             from hsi.inference import scene_main
 
             return scene_main(argv[1:])

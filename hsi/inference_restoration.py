@@ -77,7 +77,7 @@ def blend_weights(n: int, overlap: int) -> np.ndarray:
 
 
 def checkpoint_task(checkpoint: PathLike) -> str:
-    """``restoration`` or ``classification``: which task wrote a checkpoint.
+    """``restoration``, ``detection`` or ``classification``: which task wrote a checkpoint.
 
     Reads the checkpoint with ``weights_only=True`` (memory-mapped where possible), so
     nothing in it is executed. Files that are not checkpoints count as ``classification``,

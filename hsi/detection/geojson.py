@@ -79,7 +79,8 @@ def detections_to_geojson(
     features = []
     for d in detections:
         if transform is not None:
-            x, y = transform * (d.col, d.row)
+            t = transform  # affine: x = a·col + b·row + c, y = d·col + e·row + f
+            x, y = t.a * d.col + t.b * d.row + t.c, t.d * d.col + t.e * d.row + t.f
         else:
             x, y = d.col, d.row
         features.append(

@@ -294,6 +294,7 @@ class DetectionTask(L.LightningModule):
     # ---- checkpoint -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hsi"] = {
+            "task": "detection",  # routes `hsi predict --input` to the detection predictor
             "normalization": self.normalization,
             "image_size": list(self.image_size) if self.image_size else None,
             "data": self.data_description,
