@@ -94,6 +94,8 @@ OVERVIEW = """hsi — hyperspectral model zoo
   hsi benchmark --suite S|--quick|--collect DIR  measured vs published OA/AA/kappa
   hsi simulate --dataset D --classes A,B --out DIR
                                    SPOD-style sub-pixel targets implanted in a real scene
+  hsi spod-convert --root SPOD_30b_8c --split train --out DIR
+                                   the SpecDETR SPOD benchmark in hsi's detection format
 """
 
 
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             from hsi.detection.simulate_cli import simulate_main
 
             return simulate_main(argv[1:])
+        if argv and argv[0] == "spod-convert":
+            from hsi.detection.spod import spod_main
+
+            return spod_main(argv[1:])
         if argv and argv[0] == "benchmark":
             from hsi.benchmarks.runner import benchmark_main
 

@@ -7,6 +7,11 @@
 - :mod:`hsi.detection.real_scenes`: the real target scenes (ABU, San Diego, HYDICE) with
   checksums, read from a local folder.
 - :mod:`hsi.detection.evaluation`: ROC AUC per scene under a named signature protocol.
+- :mod:`hsi.detection.simulator`: SPOD-style sub-pixel targets implanted in real scenes;
+  :mod:`hsi.detection.spod` converts the real SPOD benchmark to the same folder format.
+- :mod:`hsi.detection.datamodule`, :mod:`hsi.detection.matching`, :mod:`hsi.detection.metrics`:
+  SpecDETR's data, Hungarian one-to-many matching and losses, point-distance AP.
+- :mod:`hsi.detection.scene`, :mod:`hsi.detection.geojson`: whole-scene detection to GeoJSON.
 """
 
 from hsi.detection.classical import (
