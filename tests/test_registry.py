@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.io
 import yaml
+from conftest import real
 
 from hsi.data import registry
 from hsi.data.registry import (
@@ -43,7 +44,15 @@ EXPECTED = {
     "whu_hi_hanchuan",
     "houston2013",
     "enmap_potsdam",
+    # restoration cards (kind: restoration)
+    "icvl",
+    "cave",
+    "harvard",
+    "chikusei",
+    "washington_dc_mall",
+    "jasper_ridge",
 }
+RESTORATION = {"icvl", "cave", "harvard", "chikusei", "washington_dc_mall", "jasper_ridge"}
 
 
 def _shared_data() -> Path | None:
@@ -421,9 +430,12 @@ def test_cli_list_info_and_errors(tmp_path, capsys):
 def test_cli_list_and_verify_real_root(tmp_path, capsys):
     assert datasets_main(["list", "--root", str(SHARED)]) == 0
     rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
-    assert rows["indian_pines"][3:] == ["yes", "mat"]
-    assert rows["salinas_a"][3:] == ["yes", "mat"]
-    assert rows["salinas"][3] == "no"
+    assert rows["indian_pines"][1] == "classification"
+    assert rows["indian_pines"][4:] == ["yes", "mat"]
+    assert rows["salinas_a"][4:] == ["yes", "mat"]
+    assert rows["salinas"][4] == "no"
+    assert rows["jasper_ridge"][1:] == ["restoration", "100x100x198", "-", "yes", "R198"]
+    assert rows["icvl"][4] == "no"
     assert datasets_main(["verify", "indian_pines", "--root", str(SHARED)]) == 0
     out = capsys.readouterr().out
     assert out.count(" ok ") == 4
@@ -443,3 +455,204 @@ def test_cli_download_offline(monkeypatch, tmp_path, capsys):
     assert datasets_main(["download", "salinas", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Salinas_corrected.mat" in err and str(tmp_path.resolve() / "salinas") in err
+
+
+# ---------------------------------------------------------------------------- restoration cards
+
+
+def _write_mat73(path: Path, **arrays: np.ndarray) -> None:
+    """A MATLAB v7.3 file as MATLAB writes it: HDF5, arrays stored transposed (column-major),
+    each tagged with its MATLAB class (the form ICVL's ``rad`` files come in)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for name, arr in arrays.items():
+            ds = f.create_dataset(name, data=np.ascontiguousarray(arr.T))
+            ds.attrs["MATLAB_class"] = np.bytes_("double")
+
+
+def _write_jasper(folder: Path, rows: int = 100, cols: int = 100, bands: int = 198) -> np.ndarray:
+    """A Jasper-Ridge-format file: ``Y`` bands x pixels, pixels down the columns, nRow/nCol."""
+    rng = np.random.default_rng(0)
+    cube = rng.integers(0, 5000, size=(bands, rows, cols)).astype(np.uint16)
+    y = cube.transpose(0, 2, 1).reshape(bands, rows * cols)  # column-major pixel order
+    folder.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(
+        folder / "jasperRidge2_R198.mat",
+        {"Y": y, "nRow": np.array([[rows]]), "nCol": np.array([[cols]])},
+    )
+    return cube
+
+
+def test_restoration_cards_have_kind_and_no_labels():
+    for n in list_datasets():
+        card = get_card(n)
+        assert card.kind == ("restoration" if n in RESTORATION else "classification")
+        if card.kind == "restoration":
+            assert not card.has_labels and card.num_classes == 0
+            assert all(f.labels is None for f in card.forms)
+            assert card.wavelength_range_nm is not None
+    icvl = get_card("icvl")
+    assert icvl.cube_shape == (31, 1392, 1300)
+    assert icvl.wavelengths_nm == tuple(float(w) for w in range(400, 701, 10))
+    gauss, complex_ = icvl.test_scenes["gaussian"], icvl.test_scenes["complex"]
+    assert len(gauss) == 50 and len(complex_) == 51 and not set(gauss) & set(complex_)
+    assert "Lehavim_0910-1717.mat" in gauss
+    assert get_card("chikusei").cube_shape == (128, 2517, 2335)
+    assert get_card("washington_dc_mall").cube_shape == (191, 1208, 307)
+    assert get_card("cave").cube_shape == (31, 512, 512)
+    assert get_card("harvard").cube_shape == (31, 1040, 1392)
+    jr = get_card("jasper_ridge")
+    assert jr.cube_shape == (198, 100, 100) and jr.form().image.pixels_shape == (100, 100)
+    assert jr.files["jasperRidge2_R198.mat"].sha256.startswith("0e4118a6")
+    # Cards without files to hand have no checksums: none may be invented.
+    for n in ("icvl", "cave", "harvard", "chikusei", "washington_dc_mall"):
+        assert all(spec.checksum is None for spec in get_card(n).files.values())
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("kind: restoration\nclasses: [a]\nforms:\n  - image: {file: a.mat}\n", "no classes"),
+        (
+            "kind: restoration\nforms:\n  - image: {file: a.mat}\n    labels: {file: a.mat}\n",
+            "has no labels",
+        ),
+        ("kind: segmentation\nforms:\n  - image: {file: a.mat}\n", "kind 'segmentation'"),
+        (
+            "classes: [a]\nforms:\n  - image: {glob: '*.mat'}\n    labels: {file: a.mat}\n",
+            "either a 'file'",
+        ),
+        (
+            "classes: [a]\ntest_scenes: [a.mat]\nforms:\n  - image: {file: a.mat}\n"
+            "    labels: {file: a.mat}\n",
+            "restoration cards",
+        ),
+        ("kind: restoration\nforms:\n  - image: {file: a.mat, layout: pixels}\n", "pixels_shape"),
+    ],
+)
+def test_bad_restoration_card_is_a_clear_config_error(tmp_path, body, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\ntitle: Bad\nsensor: S\nfolder: bad\nshape: {height: 2, width: 2, bands: 3}\n"
+        + body
+        + "files: {a.mat: {}}\n"
+    )
+    with pytest.raises(ConfigError, match=match):
+        registry._parse_card(path)
+
+
+def test_icvl_format_collection_loads_lazily(tmp_path):
+    folder = tmp_path / "icvl"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    gauss = get_card("icvl").test_scenes["gaussian"]
+    written = {}
+    for name in [*gauss, "extra_train_scene.mat"]:
+        rad = rng.random((6, 5, 31))  # MATLAB H x W x B, tiny stand-in for 1392 x 1300 x 31
+        _write_mat73(folder / name, rad=rad, bands=np.arange(400, 701, 10, dtype=float)[None])
+        written[name] = rad
+    scenes = load_dataset("icvl", root=tmp_path)
+    assert isinstance(scenes, registry.RestorationScenes)
+    assert len(scenes) == 51 and scenes.scene_names == sorted(written)
+    cube = scenes.load("Lehavim_0910-1717")
+    assert cube.shape == (31, 6, 5)
+    np.testing.assert_allclose(cube.data, written["Lehavim_0910-1717.mat"].transpose(2, 0, 1))
+    assert cube.wavelengths is not None and cube.wavelengths[0] == 400.0
+    test = scenes.split("gaussian")
+    assert test.scene_names == list(gauss)
+    with pytest.raises(DataError, match="collection of 51 scenes"):
+        _ = scenes.cube
+    with pytest.raises(DataError, match="restoration dataset"):
+        _ = scenes.labels
+    with pytest.raises(DataError, match=r"51 of the 51 'complex' test scenes are missing"):
+        scenes.split("complex")
+    with pytest.raises(ConfigError, match="no test_scenes split 'noisy'"):
+        scenes.split("noisy")
+    # A scene with another band count is not an ICVL scene.
+    _write_mat73(folder / "zz_wrong.mat", rad=rng.random((6, 5, 30)))
+    with pytest.raises(DataError, match="card says 31 bands, zz_wrong.mat has 30"):
+        load_dataset("icvl", root=tmp_path).load("zz_wrong.mat")
+
+
+def test_collection_is_not_picked_from_the_bare_root(tmp_path):
+    _write_mat73(tmp_path / "stray.mat", rad=np.zeros((4, 4, 31)))
+    with pytest.raises(DataError) as err:
+        load_dataset("icvl", root=tmp_path)
+    msg = str(err.value)
+    assert "*.mat" in msg and str(tmp_path.resolve() / "icvl") in msg
+
+
+def test_jasper_format_file_and_label_requests(tmp_path):
+    cube = _write_jasper(tmp_path / "jasper_ridge")
+    scenes = load_dataset("jasper_ridge", root=tmp_path)
+    assert scenes.form == "R198"
+    np.testing.assert_array_equal(scenes.cube.data, cube)
+    for attr in ("labels", "class_names", "num_classes"):
+        with pytest.raises(DataError, match="jasper_ridge is a restoration dataset"):
+            getattr(scenes, attr)
+    # A classification data module cannot use it, and says why.
+    from hsi.data.datamodule import HyperspectralPatchDataModule
+
+    dm = HyperspectralPatchDataModule(dataset="jasper_ridge", root=str(tmp_path))
+    with pytest.raises(DataError, match="no labels or classes"):
+        _ = dm.class_names
+    # nRow/nCol in the file must agree with the card.
+    _write_jasper(tmp_path / "other" / "jasper_ridge", rows=50, cols=200)
+    with pytest.raises(DataError, match="nRow=50, the card's pixels_shape 100"):
+        _ = load_dataset("jasper_ridge", root=tmp_path / "other").cube
+
+
+def test_restoration_download_offline_names_files_and_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    with pytest.raises(DataError) as err:
+        download_dataset("jasper_ridge", root=tmp_path)
+    msg = str(err.value)
+    assert "jasperRidge2_R198.mat" in msg and str(tmp_path.resolve() / "jasper_ridge") in msg
+    assert not list((tmp_path / "jasper_ridge").glob("*.partial"))
+    with pytest.raises(DataError, match=r"by hand.*\*\.mat.*" + str(tmp_path.resolve() / "icvl")):
+        download_dataset("icvl", root=tmp_path)
+    with pytest.raises(DataError, match="no download URL for dc.tif"):
+        download_dataset("washington_dc_mall", root=tmp_path)
+
+
+def test_cli_info_shows_kind_and_test_scenes(tmp_path, capsys):
+    assert datasets_main(["info", "icvl", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "kind:        restoration" in out and "test_scenes gaussian: 50 files" in out
+    assert "classes" not in out.split("folder:")[0]
+    assert datasets_main(["info", "indian_pines"]) == 0
+    assert "kind:        classification" in capsys.readouterr().out
+    assert datasets_main(["list", "--root", str(tmp_path)]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["icvl"][1:4] == ["restoration", "1392x1300x31", "-"]
+    assert rows["ksc"][1:4] == ["classification", "512x614x176", "13"]
+
+
+@pytest.mark.realdata
+def test_jasper_ridge_real_file_through_registry_and_datamodule():
+    folder = real("jasper_ridge")
+    root = folder.parent
+    scenes = load_dataset("jasper_ridge", root=root)
+    cube = scenes.cube
+    assert cube.shape == (198, 100, 100) and cube.data.dtype == np.uint16
+    # Same pixels as the existing image= path (restoration's own bands x pixels reader).
+    from hsi.data.restoration import RestorationDataModule, load_clean_cube
+
+    direct = load_clean_cube(
+        image=str(folder / "jasperRidge2_R198.mat"), variable="Y", pixels_shape=[100, 100]
+    )
+    np.testing.assert_array_equal(cube.data, direct.data)
+    # Both released forms hold the same Y.
+    other = load_dataset("jasper_ridge", root=root, form="with_A_M").cube
+    np.testing.assert_array_equal(cube.data, other.data)
+    checks = {c.file: c.status for c in verify_dataset("jasper_ridge", root)}
+    assert checks == {"jasperRidge2_R198.mat": "ok", "jasperRidge2_R198_with_A_M.mat": "ok"}
+
+    dm = RestorationDataModule(
+        dataset="jasper_ridge", root=str(root), crop_size=32, crops_per_epoch=2, batch_size=2
+    )
+    assert dm.in_bands == 198
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input"].shape == batch["target"].shape == (2, 198, 32, 32)
+    assert 0.0 <= float(batch["target"].min()) and float(batch["target"].max()) <= 1.0

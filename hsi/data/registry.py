@@ -6,6 +6,12 @@ shape, classes), which files hold it (one or more *forms*, e.g. the GIC ``.mat``
 under a data root, checks them against the card and returns a :class:`LabeledScene` whose
 labels are ``0 = unlabelled`` and ``1..N`` contiguous, whatever ids the file used.
 
+Cards have a ``kind``: ``classification`` (the default: a scene with per-pixel labels) or
+``restoration`` (clean cubes for denoising / super-resolution, no labels: one scene, or a
+collection of scenes named by a file glob or list, e.g. ICVL's 201 ``.mat`` files). A
+restoration card loads as :class:`RestorationScenes`, which reads its cubes lazily (a
+collection can be tens of GB) and raises a clear :class:`DataError` when asked for labels.
+
 Data root: the ``root`` argument, else the ``HSI_DATA`` environment variable, else a per-user
 cache folder (``$XDG_CACHE_HOME/hsi`` or ``~/.cache/hsi``). A dataset's files are looked for in
 ``<root>/<card folder>/``, then ``<root>/<dataset name>/``, then ``<root>/`` itself.
@@ -25,7 +31,7 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -45,6 +51,7 @@ __all__ = [
     "FormSpec",
     "LabeledScene",
     "ResolvedForm",
+    "RestorationScenes",
     "cards_dir",
     "datasets_main",
     "download_dataset",
@@ -60,6 +67,10 @@ __all__ = [
 
 DATA_ENV = "HSI_DATA"
 _CHUNK = 1 << 20
+KINDS = ("classification", "restoration")
+# Layout of a ``bands x pixels`` matrix (unmixing releases such as Jasper Ridge's ``Y``); the
+# card gives ``pixels_shape: [rows, cols]`` and the pixels run down the columns (MATLAB order).
+PIXELS_LAYOUT = "pixels"
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,21 +81,29 @@ _CHUNK = 1 << 20
 @dataclass(frozen=True)
 class FileRef:
     """The image or labels of a form: its file (the first tile of a tiled one), the variable
-    inside it (.mat), the axis layout, and for a tiled scene every tile in the card's order."""
+    inside it (.mat), the axis layout, and for a tiled scene every tile in the card's order.
+
+    On a restoration card ``files`` lists separate scenes (not tiles), ``glob`` names a
+    collection whose members are not listed one by one (``file`` then holds the pattern, for
+    messages), and ``pixels_shape`` gives ``(rows, cols)`` of a ``layout: pixels`` matrix."""
 
     file: str
     variable: str | None = None
     layout: str | None = None
     files: tuple[str, ...] = ()
+    glob: str | None = None
+    pixels_shape: tuple[int, int] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every file this reference needs (one, or all tiles)."""
+        """Every file this reference needs by name (one, all tiles, or none for a glob)."""
+        if self.glob is not None:
+            return ()
         return self.files or (self.file,)
 
     @property
     def tiled(self) -> bool:
-        """True when the card names a list of GeoTIFF tiles to mosaic."""
+        """True when the card names a list of files (GeoTIFF tiles, or restoration scenes)."""
         return bool(self.files)
 
 
@@ -94,11 +113,11 @@ class FormSpec:
 
     name: str
     image: FileRef
-    labels: FileRef
+    labels: FileRef | None  # None on restoration cards
 
     @property
     def files(self) -> tuple[str, ...]:
-        return (*self.image.names, *self.labels.names)
+        return (*self.image.names, *(self.labels.names if self.labels else ()))
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,9 @@ class DatasetCard:
     aliases: tuple[str, ...] = ()
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    kind: str = "classification"
+    # Restoration collections: the papers' fixed held-out scene lists, split name -> file names.
+    test_scenes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -213,8 +235,14 @@ class DatasetCard:
 
     @property
     def downloadable(self) -> bool:
-        """True when every file of the first form has a URL."""
-        return all(self.files[f].url for f in self.forms[0].files)
+        """True when every file of the first form is named and has a URL."""
+        first = self.forms[0]
+        return first.image.glob is None and all(self.files[f].url for f in first.files)
+
+    @property
+    def has_labels(self) -> bool:
+        """False for restoration cards (clean cubes only)."""
+        return self.kind == "classification"
 
 
 def cards_dir() -> Path:
@@ -247,24 +275,60 @@ def _card_error(path: Path, msg: str) -> ConfigError:
     return ConfigError(f"dataset card {path.name}: {msg}; fix the card (see datasets/README.md)")
 
 
-def _file_ref(path: Path, form: str, role: str, value: Any) -> FileRef:
+def _file_ref(
+    path: Path, form: str, role: str, value: Any, kind: str = "classification"
+) -> FileRef:
     if isinstance(value, str):
         value = {"file": value}
-    if not isinstance(value, Mapping) or bool(value.get("file")) == bool(value.get("files")):
-        raise _card_error(path, f"form {form!r} {role} needs either a 'file' or a 'files' list")
+    restoration = kind == "restoration"
+    keys = ("file", "files", "glob") if restoration else ("file", "files")
+    if not isinstance(value, Mapping) or sum(bool(value.get(k)) for k in keys) != 1:
+        want = "a 'file', a 'files' list or a 'glob'"
+        if not restoration:
+            want = "either a 'file' or a 'files' list"
+        raise _card_error(path, f"form {form!r} {role} needs {want}")
     layout = value.get("layout")
     variable = None if value.get("variable") is None else str(value["variable"])
     layout = None if layout is None else str(layout).lower()
+    pixels = value.get("pixels_shape")
+    if (layout == PIXELS_LAYOUT) != (pixels is not None):
+        raise _card_error(
+            path,
+            f"form {form!r} {role}: 'layout: pixels' and 'pixels_shape: [rows, cols]' go together",
+        )
+    pixels_shape = None
+    if pixels is not None:
+        if not restoration:
+            raise _card_error(path, f"form {form!r} {role}: layout pixels is for restoration cards")
+        if (
+            not isinstance(pixels, list)
+            or len(pixels) != 2
+            or not all(isinstance(n, int) and n > 0 for n in pixels)
+        ):
+            raise _card_error(path, f"form {form!r} {role}: pixels_shape must be [rows, cols]")
+        pixels_shape = (int(pixels[0]), int(pixels[1]))
+    if value.get("glob"):
+        pattern = str(value["glob"])
+        return FileRef(file=pattern, variable=variable, layout=layout, glob=pattern)
     if value.get("file"):
-        return FileRef(file=str(value["file"]), variable=variable, layout=layout)
+        return FileRef(
+            file=str(value["file"]), variable=variable, layout=layout, pixels_shape=pixels_shape
+        )
     tiles = value["files"]
     if not isinstance(tiles, list) or not all(isinstance(t, str) and t for t in tiles):
         raise _card_error(path, f"form {form!r} {role} 'files' must be a list of file names")
     if len(set(tiles)) != len(tiles):
         raise _card_error(path, f"form {form!r} {role} 'files' names a file twice")
-    if variable is not None:
+    if variable is not None and not restoration:
         raise _card_error(path, f"form {form!r} {role}: 'variable' applies to one .mat file")
-    return FileRef(file=tiles[0], variable=None, layout=layout, files=tuple(tiles))
+    # On a restoration card the files are separate scenes, each holding the same variable.
+    return FileRef(
+        file=tiles[0],
+        variable=variable,
+        layout=layout,
+        files=tuple(tiles),
+        pixels_shape=pixels_shape,
+    )
 
 
 def _parse_card(path: Path) -> DatasetCard:
@@ -274,7 +338,18 @@ def _parse_card(path: Path) -> DatasetCard:
         raise _card_error(path, f"not valid YAML ({exc})") from None
     if not isinstance(raw, Mapping):
         raise _card_error(path, "expected a mapping at the top level")
-    required = ["name", "title", "sensor", "folder", "shape", "classes", "forms", "files"]
+    kind = str(raw.get("kind", "classification")).lower()
+    if kind not in KINDS:
+        raise _card_error(path, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    required = ["name", "title", "sensor", "folder", "shape", "forms", "files"]
+    if kind == "classification":
+        required.insert(5, "classes")
+    else:
+        labelled = [k for k in ("classes", "class_counts", "ignore_label") if k in raw]
+        if labelled:
+            raise _card_error(
+                path, f"a restoration card has no labels, so no {', '.join(labelled)}"
+            )
     missing = [k for k in required if k not in raw]
     if missing:
         raise _card_error(path, f"missing keys {missing}")
@@ -289,8 +364,10 @@ def _parse_card(path: Path) -> DatasetCard:
         raise _card_error(path, "shape needs positive integers height, width, bands")
 
     ignore = int(raw.get("ignore_label", 0))
-    classes_raw = raw["classes"]
-    if isinstance(classes_raw, Mapping):
+    classes_raw = raw.get("classes")
+    if kind == "restoration":
+        classes = ()
+    elif isinstance(classes_raw, Mapping):
         try:
             classes: tuple[str, ...] | Mapping[int, str] = {
                 int(k): str(v) for k, v in classes_raw.items()
@@ -315,9 +392,10 @@ def _parse_card(path: Path) -> DatasetCard:
         counts = tuple(int(c) for c in counts)
 
     files: dict[str, FileSpec] = {}
-    if not isinstance(raw["files"], Mapping):
+    raw_files = raw["files"] if raw["files"] is not None or kind == "classification" else {}
+    if not isinstance(raw_files, Mapping):
         raise _card_error(path, "files must map file names to {sha256, md5, size, url}")
-    for fname, spec in raw["files"].items():
+    for fname, spec in raw_files.items():
         spec = spec or {}
         files[str(fname)] = FileSpec(
             name=str(fname),
@@ -332,10 +410,16 @@ def _parse_card(path: Path) -> DatasetCard:
         raise _card_error(path, "forms must be a non-empty list")
     for i, fr in enumerate(raw["forms"]):
         fname = str(fr.get("name") or f"form{i + 1}")
+        if kind == "restoration" and fr.get("labels") is not None:
+            raise _card_error(path, f"form {fname!r}: a restoration card has no labels")
         form = FormSpec(
             name=fname,
-            image=_file_ref(path, fname, "image", fr.get("image")),
-            labels=_file_ref(path, fname, "labels", fr.get("labels")),
+            image=_file_ref(path, fname, "image", fr.get("image"), kind),
+            labels=(
+                None
+                if kind == "restoration"
+                else _file_ref(path, fname, "labels", fr.get("labels"))
+            ),
         )
         for f in form.files:
             if f not in files:
@@ -351,6 +435,7 @@ def _parse_card(path: Path) -> DatasetCard:
         wl = tuple(float(x) for x in wl)
     wr = raw.get("wavelength_range_nm")
     res = raw.get("spatial_resolution_m")
+    test_scenes = _parse_test_scenes(path, raw.get("test_scenes"), kind)
 
     return DatasetCard(
         name=name,
@@ -373,7 +458,28 @@ def _parse_card(path: Path) -> DatasetCard:
         aliases=tuple(str(a) for a in raw.get("aliases") or ()),
         path=path,
         raw=dict(raw),
+        kind=kind,
+        test_scenes=test_scenes,
     )
+
+
+def _parse_test_scenes(path: Path, value: Any, kind: str) -> dict[str, tuple[str, ...]]:
+    """``test_scenes``: a list of file names (split ``test``) or ``{split: [file names]}``."""
+    if value is None:
+        return {}
+    if kind != "restoration":
+        raise _card_error(path, "test_scenes belong on restoration cards")
+    splits = {"test": value} if isinstance(value, list) else value
+    if not isinstance(splits, Mapping) or not splits:
+        raise _card_error(path, "test_scenes must be a list of files or {split: [files]}")
+    out: dict[str, tuple[str, ...]] = {}
+    for split, names in splits.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise _card_error(path, f"test_scenes {split!r} must be a list of file names")
+        if len(set(names)) != len(names):
+            raise _card_error(path, f"test_scenes {split!r} names a file twice")
+        out[str(split)] = tuple(names)
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -453,7 +559,7 @@ class ResolvedForm:
     dataset: str
     form: str
     image: Path
-    labels: Path
+    labels: Path | None  # None for a restoration card
     root: Path
     image_files: tuple[Path, ...] = ()
     labels_files: tuple[Path, ...] = ()
@@ -467,24 +573,43 @@ class ResolvedForm:
         return self.image
 
     @property
-    def labels_path(self) -> Path:
+    def labels_path(self) -> Path | None:
         return self.labels
 
 
-def _ref_txt(ref: FileRef) -> str:
+def _ref_txt(ref: FileRef, kind: str = "tiles") -> str:
+    if ref.glob is not None:
+        return f"the files matching {ref.glob}"
     if not ref.tiled:
         return ref.file
-    return f"{ref.file} ... {ref.files[-1]} ({len(ref.files)} tiles)"
+    return f"{ref.file} ... {ref.files[-1]} ({len(ref.files)} {kind})"
 
 
 def _form_txt(form: FormSpec) -> str:
+    if form.labels is None:
+        return _ref_txt(form.image, "scenes")
     return f"{_ref_txt(form.image)} + {_ref_txt(form.labels)}"
+
+
+def _glob_files(card: DatasetCard, root: Path, pattern: str) -> list[Path]:
+    """Files matching a collection's glob, from the first of ``<root>/<folder>`` and
+    ``<root>/<name>`` that has any; never the bare root, where a pattern such as ``*.mat``
+    would pick up other datasets' files."""
+    for d in _search_dirs(card, root)[:-1]:
+        found = sorted(p for p in d.glob(pattern) if p.is_file())
+        if found:
+            return found
+    return []
 
 
 def _missing_message(card: DatasetCard, root: Path, forms: Sequence[FormSpec]) -> str:
     folder = root / card.folder
     options = " or ".join(f"{_form_txt(f)} (form {f.name!r})" for f in forms)
     found = [f for form in forms for f in form.files if _find_file(card, root, f)]
+    if any(f.image.glob for f in forms):
+        folder_txt = f"{folder} (a collection is looked for in {folder} or {root / card.name})"
+    else:
+        folder_txt = str(folder)
     found = list(dict.fromkeys(found))
     if len(found) > 6:
         found = [*found[:5], f"... ({len(found)} files in all)"]
@@ -494,7 +619,7 @@ def _missing_message(card: DatasetCard, root: Path, forms: Sequence[FormSpec]) -
     else:
         fetch = f"download them from {card.source_url or 'the source named in the card'}"
     return (
-        f"{card.name}: files not found under {root}{found_txt}. Put {options} in {folder} "
+        f"{card.name}: files not found under {root}{found_txt}. Put {options} in {folder_txt} "
         f"(or point --root / ${DATA_ENV} at the folder that holds {card.folder}/), "
         f"or {fetch}."
     )
@@ -515,11 +640,20 @@ def locate_files(
     base = resolve_root(root)
     forms = [card.form(form)] if form is not None else list(card.forms)
     for f in forms:
-        images = [_find_file(card, base, n) for n in f.image.names]
-        labels = [_find_file(card, base, n) for n in f.labels.names]
-        if all(p is not None for p in images) and all(p is not None for p in labels):
+        if f.image.glob is not None:
+            images: list[Path | None] = list(_glob_files(card, base, f.image.glob))
+        else:
+            images = [_find_file(card, base, n) for n in f.image.names]
+        labels = [_find_file(card, base, n) for n in (f.labels.names if f.labels else ())]
+        if images and all(p is not None for p in images) and all(p is not None for p in labels):
             return ResolvedForm(
-                card.name, f.name, images[0], labels[0], base, tuple(images), tuple(labels)
+                card.name,
+                f.name,
+                images[0],  # type: ignore[arg-type]
+                labels[0] if labels else None,
+                base,
+                tuple(images),  # type: ignore[arg-type]
+                tuple(labels),  # type: ignore[arg-type]
             )
     raise DataError(_missing_message(card, base, forms))
 
@@ -585,6 +719,152 @@ class LabeledScene:
             f"LabeledScene(name={self.name!r}, form={self.form!r}, cube={self.cube!r}, "
             f"classes={self.num_classes}, labelled={int((self.labels > 0).sum())})"
         )
+
+
+def _no_labels(name: str) -> DataError:
+    return DataError(
+        f"{name} is a restoration dataset (kind: restoration): clean cubes with no labels or "
+        "classes. Use it for denoising / super-resolution (RestorationDataModule(dataset=...)), "
+        "or pick a classification dataset (`hsi datasets list` shows each card's kind)"
+    )
+
+
+@dataclass(eq=False)
+class RestorationScenes:
+    """The clean cube(s) of a restoration card, read lazily (one scene, or a collection).
+
+    ``paths`` are the scene files in sorted (glob) or card order; :meth:`load` reads one and
+    checks its band count (and, for a single scene, its height and width) against the card.
+    Asking for ``labels``/``class_names`` raises a :class:`DataError`: there are none.
+    """
+
+    card: DatasetCard
+    name: str
+    form: str
+    paths: tuple[Path, ...]
+    ref: FileRef
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def scene_names(self) -> list[str]:
+        """File names of the scenes (what ``test_scenes`` lists)."""
+        return [p.name for p in self.paths]
+
+    def _index(self, scene: int | str) -> int:
+        if isinstance(scene, int):
+            if not -len(self.paths) <= scene < len(self.paths):
+                raise DataError(f"{self.name}: scene {scene} out of range (0..{len(self) - 1})")
+            return scene % len(self.paths)
+        names = self.scene_names
+        for key in (scene, f"{scene}.mat"):
+            if key in names:
+                return names.index(key)
+        raise DataError(
+            f"{self.name}: no scene {scene!r} among the {len(self)} found "
+            f"(e.g. {', '.join(names[:3])})"
+        )
+
+    def load(self, scene: int | str = 0) -> SpectralCube:
+        """One scene's cube, as ``(bands, height, width)``."""
+        path = self.paths[self._index(scene)]
+        if self.ref.layout == PIXELS_LAYOUT:
+            assert self.ref.pixels_shape is not None
+            cube = _read_pixels_cube(path, self.ref.variable, self.ref.pixels_shape, self.name)
+        else:
+            cube = _readers().read_cube(path, self.ref.variable, layout=self.ref.layout)
+        card = self.card
+        if len(self.paths) == 1:
+            _check_cube(card, cube, path, card.form(self.form))
+        elif cube.bands != card.bands:
+            raise DataError(
+                f"{card.name}: card says {card.bands} bands, {path.name} has {cube.bands}; "
+                f"this is not a scene of the {card.title} collection as published ({path})"
+            )
+        if cube.wavelengths is None and card.wavelengths_nm is not None:
+            cube = replace(cube, wavelengths=np.asarray(card.wavelengths_nm, dtype=np.float64))
+        return cube
+
+    def cubes(self) -> Iterator[SpectralCube]:
+        """Every scene, one at a time."""
+        for i in range(len(self.paths)):
+            yield self.load(i)
+
+    @property
+    def cube(self) -> SpectralCube:
+        """The scene of a single-scene card; a collection must say which scene it wants."""
+        if len(self.paths) != 1:
+            raise DataError(
+                f"{self.name} is a collection of {len(self.paths)} scenes, not one cube; load "
+                f"one with .load(<index or file name>), or give RestorationDataModule "
+                f"image=<one scene file> (files under {self.paths[0].parent})"
+            )
+        return self.load(0)
+
+    def split(self, name: str = "test") -> RestorationScenes:
+        """The card's fixed held-out scenes (``test_scenes``), all of which must be present."""
+        if name not in self.card.test_scenes:
+            known = ", ".join(self.card.test_scenes) or "none"
+            raise ConfigError(f"{self.name} has no test_scenes split {name!r} (known: {known})")
+        by_name = {p.name: p for p in self.paths}
+        wanted = self.card.test_scenes[name]
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise DataError(
+                f"{self.name}: {len(missing)} of the {len(wanted)} {name!r} test scenes are "
+                f"missing ({shown}) from {self.paths[0].parent}; add them to compare with the "
+                "papers' numbers"
+            )
+        return replace(self, paths=tuple(by_name[n] for n in wanted))
+
+    @property
+    def labels(self) -> np.ndarray:
+        raise _no_labels(self.name)
+
+    @property
+    def class_names(self) -> list[str]:
+        raise _no_labels(self.name)
+
+    @property
+    def num_classes(self) -> int:
+        raise _no_labels(self.name)
+
+    def __repr__(self) -> str:
+        return f"RestorationScenes(name={self.name!r}, form={self.form!r}, scenes={len(self)})"
+
+
+def _read_pixels_cube(
+    path: Path, variable: str | None, shape: tuple[int, int], what: str
+) -> SpectralCube:
+    """A ``bands x pixels`` matrix as a cube; pixels run down the columns first (MATLAB order),
+    as the unmixing releases store them. ``nRow``/``nCol`` in the file, when present, must
+    agree with the card's ``pixels_shape``."""
+    readers = _readers()
+    mat = readers._MatFile(path)
+    name = readers._choose_variable(path, mat.variables, variable, 2, "bands x pixels matrix")
+    rows, cols = shape
+    for key, want in (("nRow", rows), ("nCol", cols)):
+        if key in mat.variables:
+            got = int(np.asarray(mat.read(key)).ravel()[0])
+            if got != want:
+                raise DataError(
+                    f"{what}: {path.name} says {key}={got}, the card's pixels_shape {want}; "
+                    "this is another release of the scene, fix the card's pixels_shape"
+                )
+    arr = np.asarray(mat.read(name))
+    if arr.ndim != 2 or arr.shape[1] != rows * cols:
+        raise DataError(
+            f"{what}: {name} in {path.name} has shape {arr.shape}, expected (bands, "
+            f"{rows * cols}) for {rows}x{cols} pixels; this is not the card's file"
+        )
+    cube = np.ascontiguousarray(arr.reshape(arr.shape[0], cols, rows).transpose(0, 2, 1))
+    return SpectralCube(
+        data=cube,
+        source=str(path),
+        metadata={"format": mat.format, "variable": name, "layout": PIXELS_LAYOUT},
+    )
 
 
 def _readers():
@@ -707,18 +987,29 @@ def load_dataset(
     name: str | DatasetCard,
     root: str | os.PathLike[str] | None = None,
     form: str | None = None,
-) -> LabeledScene:
+) -> LabeledScene | RestorationScenes:
     """Load a registered dataset, checked against its card.
 
-    Labels come back as ``int64`` with ``0`` = unlabelled and classes ``1..N`` in the card's
-    order, whatever ids the file used (e.g. Salinas-A's 1, 10..14 become 1..6).
+    Classification cards give a :class:`LabeledScene`: labels come back as ``int64`` with
+    ``0`` = unlabelled and classes ``1..N`` in the card's order, whatever ids the file used
+    (e.g. Salinas-A's 1, 10..14 become 1..6). Restoration cards give
+    :class:`RestorationScenes` (cubes read on demand; ``.cube`` for a single scene).
     """
     card = get_card(name)
     resolved = locate_files(card, root, form)
     spec = card.form(resolved.form)
+    if card.kind == "restoration":
+        return RestorationScenes(
+            card=card,
+            name=card.name,
+            form=resolved.form,
+            paths=resolved.image_files or (resolved.image,),
+            ref=spec.image,
+        )
     readers = _readers()
 
     image_files = resolved.image_files or (resolved.image,)
+    assert spec.labels is not None and resolved.labels is not None  # classification card
     labels_files = resolved.labels_files or (resolved.labels,)
     if spec.image.tiled:
         cube = readers.read_cube(list(image_files), layout=spec.image.layout)
@@ -913,6 +1204,11 @@ def download_dataset(
         f"download {_form_txt(form)} from {card.source_url or 'the source in the card'} "
         f"and put them in {folder}"
     )
+    if form.image.glob is not None:
+        raise DataError(
+            f"{card.name}: the provider hands the collection out by hand (no per-file URLs); "
+            f"{by_hand}"
+        )
     no_url = [f for f in wanted if not card.files[f].url]
     if no_url:
         raise DataError(
@@ -972,15 +1268,18 @@ def _shape_txt(card: DatasetCard) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     base = resolve_root(args.root)
-    rows = [("name", "shape (HxWxB)", "classes", "found", "form")]
+    rows = [("name", "kind", "shape (HxWxB)", "classes", "found", "form")]
     for n in list_datasets():
         card = get_card(n)
         try:
             resolved = locate_files(card, base)
             found, form = "yes", resolved.form
+            if card.kind == "restoration" and len(resolved.image_files) > 1:
+                found = f"yes ({len(resolved.image_files)} scenes)"
         except DataError:
             found, form = "no", "-"
-        rows.append((n, _shape_txt(card), str(card.num_classes), found, form))
+        classes = str(card.num_classes) if card.has_labels else "-"
+        rows.append((n, card.kind, _shape_txt(card), classes, found, form))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"data root: {base}")
     for r in rows:
@@ -992,6 +1291,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     card = get_card(args.name)
     base = resolve_root(args.root)
     print(f"{card.title} ({card.name})")
+    print(f"  kind:        {card.kind}")
     print(f"  sensor:      {card.sensor}")
     print(f"  shape:       {_shape_txt(card)} (height x width x bands)")
     if card.spatial_resolution_m is not None:
@@ -1000,13 +1300,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
         lo, hi = card.wavelength_range_nm
         exact = "exact list in card" if card.wavelengths_nm else "band centres unknown"
         print(f"  wavelengths: {lo:g}-{hi:g} nm ({exact})")
-    print(f"  classes ({card.num_classes}, {card.ignore_label} = unlabelled):")
-    counts = card.class_counts or [None] * card.num_classes
-    for i, (v, cname, cnt) in enumerate(
-        zip(card.label_values, card.class_names, counts, strict=True), start=1
-    ):
-        file_id = f" (file label {v})" if v != i else ""
-        print(f"    {i:>2} {cname}{file_id}" + (f": {cnt} px" if cnt is not None else ""))
+    if card.has_labels:
+        print(f"  classes ({card.num_classes}, {card.ignore_label} = unlabelled):")
+        counts = card.class_counts or [None] * card.num_classes
+        for i, (v, cname, cnt) in enumerate(
+            zip(card.label_values, card.class_names, counts, strict=True), start=1
+        ):
+            file_id = f" (file label {v})" if v != i else ""
+            print(f"    {i:>2} {cname}{file_id}" + (f": {cnt} px" if cnt is not None else ""))
+    else:
+        print("  labels:      none (clean cubes for restoration)")
+        for split, names in card.test_scenes.items():
+            print(f"  test_scenes {split}: {len(names)} files ({names[0]} ...)")
     print(f"  folder:      {base / card.folder}")
     for form in card.forms:
         print(f"  form {form.name}: {_form_txt(form)}")
