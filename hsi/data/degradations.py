@@ -192,58 +192,61 @@ def _column_counts(
     return rng.integers(lo, hi, size=n)
 
 
+@dataclass(frozen=True)
+class _ColumnDegradation(Degradation):
+    """Random columns of a subset of bands corrupted (stripes, dead lines).
+
+    ``fraction`` of the bands are hit; each gets between ``min_amount`` and ``max_amount``
+    of the image width as corrupted columns (rounded as the reference code rounds).
+    """
+
+    fraction: float = 1 / 3
+    min_amount: float = 0.05
+    max_amount: float = 0.15
+    rounding: ClassVar[str] = "floor"
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.fraction, self.name)
+        _check_amounts(self.min_amount, self.max_amount, self.name)
+
+    def apply(
+        self, x: np.ndarray, rng: np.random.Generator, bands: np.ndarray | None = None
+    ) -> np.ndarray:
+        width = x.shape[2]
+        bands = _bands_subset(x.shape[0], self.fraction, rng) if bands is None else bands
+        rounded = getattr(math, self.rounding)
+        lo, hi = rounded(self.min_amount * width), rounded(self.max_amount * width)
+        counts = _column_counts(lo, hi, len(bands), rng, width, self.name)
+        for b, n in zip(bands, counts, strict=True):
+            self.corrupt(x[b], rng.permutation(width)[:n], rng)
+        return x
+
+    def corrupt(self, band: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
 @_register
 @dataclass(frozen=True)
-class Stripe(Degradation):
+class Stripe(_ColumnDegradation):
     """Stripes: random columns of a subset of bands shifted by U(-0.25, 0.25)."""
 
     name: ClassVar[str] = "stripe"
-    fraction: float = 1 / 3
-    min_amount: float = 0.05
-    max_amount: float = 0.15
 
-    def __post_init__(self) -> None:
-        _check_fraction(self.fraction, self.name)
-        _check_amounts(self.min_amount, self.max_amount, self.name)
-
-    def apply(
-        self, x: np.ndarray, rng: np.random.Generator, bands: np.ndarray | None = None
-    ) -> np.ndarray:
-        width = x.shape[2]
-        bands = _bands_subset(x.shape[0], self.fraction, rng) if bands is None else bands
-        lo, hi = math.floor(self.min_amount * width), math.floor(self.max_amount * width)
-        counts = _column_counts(lo, hi, len(bands), rng, width, self.name)
-        for b, n in zip(bands, counts, strict=True):
-            cols = rng.permutation(width)[:n]
-            shift = (rng.uniform(0, 1, size=len(cols)) * 0.5 - 0.25).astype(np.float32)
-            x[b][:, cols] -= shift[None, :]
-        return x
+    def corrupt(self, band: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> None:
+        shift = (rng.uniform(0, 1, size=len(cols)) * 0.5 - 0.25).astype(np.float32)
+        band[:, cols] -= shift[None, :]
 
 
 @_register
 @dataclass(frozen=True)
-class Deadline(Degradation):
+class Deadline(_ColumnDegradation):
     """Dead lines: random columns of a subset of bands set to 0."""
 
     name: ClassVar[str] = "deadline"
-    fraction: float = 1 / 3
-    min_amount: float = 0.05
-    max_amount: float = 0.15
+    rounding: ClassVar[str] = "ceil"
 
-    def __post_init__(self) -> None:
-        _check_fraction(self.fraction, self.name)
-        _check_amounts(self.min_amount, self.max_amount, self.name)
-
-    def apply(
-        self, x: np.ndarray, rng: np.random.Generator, bands: np.ndarray | None = None
-    ) -> np.ndarray:
-        width = x.shape[2]
-        bands = _bands_subset(x.shape[0], self.fraction, rng) if bands is None else bands
-        lo, hi = math.ceil(self.min_amount * width), math.ceil(self.max_amount * width)
-        counts = _column_counts(lo, hi, len(bands), rng, width, self.name)
-        for b, n in zip(bands, counts, strict=True):
-            x[b][:, rng.permutation(width)[:n]] = 0
-        return x
+    def corrupt(self, band: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> None:
+        band[:, cols] = 0
 
 
 @_register

@@ -23,11 +23,12 @@ from hsi.data.preprocessing import Preprocessor
 from hsi.errors import ConfigError
 from hsi.metrics import classification_metrics
 from hsi.models.registry import create_model, get_model_class
+from hsi.tasks.checkpointing import ExportableCheckpoint
 
 log = logging.getLogger(__name__)
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(ExportableCheckpoint, L.LightningModule):
     """Patch-based pixel classification.
 
     Args:
@@ -420,21 +421,6 @@ class ClassificationTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hsi"] = self._hsi_meta()
-
-    def export_checkpoint(self, path: str | Path) -> Path:
-        """Write a checkpoint that ``load_from_checkpoint`` and ``hsi predict`` accept.
-
-        For weights made without a Trainer run (tests, conversions, release assets): the
-        same layout Lightning writes, minus optimizer and loop state.
-        """
-        checkpoint = {
-            "state_dict": self.state_dict(),
-            "hyper_parameters": dict(self.hparams),
-            "pytorch-lightning_version": L.__version__,
-            "hsi": self._hsi_meta(),
-        }
-        torch.save(checkpoint, path)
-        return Path(path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_epoch = checkpoint.get("epoch")

@@ -33,6 +33,7 @@ from hsi.data.restoration import Scaling
 from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.models.registry import create_model, get_model_class
+from hsi.tasks.checkpointing import ExportableCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class _MeanOverImages:
         return {k: s / self.count for k, s in self.sums.items()}
 
 
-class RestorationTask(L.LightningModule):
+class RestorationTask(ExportableCheckpoint, L.LightningModule):
     """Hyperspectral denoising or single-image super-resolution.
 
     Args:
@@ -352,18 +353,6 @@ class RestorationTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hsi"] = self._hsi_meta()
-
-    def export_checkpoint(self, path: str | Path) -> Path:
-        """Write a checkpoint ``load_from_checkpoint`` and ``hsi predict`` accept, without a
-        Trainer run (tests, conversions)."""
-        checkpoint = {
-            "state_dict": self.state_dict(),
-            "hyper_parameters": dict(self.hparams),
-            "pytorch-lightning_version": L.__version__,
-            "hsi": self._hsi_meta(),
-        }
-        torch.save(checkpoint, path)
-        return Path(path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_epoch = checkpoint.get("epoch")
