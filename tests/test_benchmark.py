@@ -170,8 +170,8 @@ def test_aggregate_mean_std_gap_and_leaky_flag(tmp_path: Path) -> None:
 
 def test_aggregate_single_seed_unmatched_and_duplicates(tmp_path: Path) -> None:
     old = write_report(tmp_path / "a" / "version_0", oa=50.0, dataset="enmap_potsdam")
-    new = write_report(tmp_path / "b" / "version_0", oa=55.0, dataset="enmap_potsdam")
-    os.utime(old, (1, 1))  # the older report of the same seed is left out
+    new = write_report(tmp_path / "a" / "version_1", oa=55.0, dataset="enmap_potsdam")
+    os.utime(old, (1, 1))  # the older report of the same experiment and seed is left out
     other_ratio = write_report(tmp_path / "c" / "version_0", oa=80.0, train=0.05)
     rows = aggregate([load_report(p) for p in (old, new, other_ratio)], load_published())
     by_data = {r.dataset: r for r in rows}
@@ -180,6 +180,10 @@ def test_aggregate_single_seed_unmatched_and_duplicates(tmp_path: Path) -> None:
     assert potsdam.duplicates == 1 and potsdam.published is None and potsdam.gap == {}
     assert by_data["indian_pines"].published is None  # no paper number at 5 % training
     assert "55.00 |" in render_markdown(rows)
+    # another experiment folder with the same setup and seed is another row, not a duplicate
+    other = write_report(tmp_path / "b" / "version_0", oa=60.0, dataset="enmap_potsdam")
+    rows = aggregate([load_report(p) for p in (old, new, other)], load_published())
+    assert sorted(r.stats["OA"].mean for r in rows) == [55.0, 60.0]
 
 
 # ---- the command line ---------------------------------------------------------------------

@@ -336,13 +336,17 @@ class ReportRecord:
 
     @property
     def experiment(self) -> str:
-        """The run's folder name (``runs/<name>/version_N/`` gives ``<name>``)."""
-        parent = self.path.parent
-        return parent.parent.name if parent.name.startswith("version_") else parent.name
+        """The run's folder name (``runs/<name>/version_N/[...]/`` gives ``<name>``)."""
+        for folder in self.path.parents:
+            if folder.name.startswith("version_"):
+                return folder.parent.name
+        return self.path.parent.name
 
     def group_key(self) -> tuple:
+        # hand-made runs (no suite sidecar) group by their experiment folder, so two
+        # configs that differ in a setting the report does not name stay separate rows
         return (
-            self.run,
+            self.run or self.experiment,
             self.model,
             self.dataset,
             self.protocol,
