@@ -94,6 +94,8 @@ OVERVIEW = """hsi — hyperspectral model zoo
   hsi benchmark --suite S|--quick|--collect DIR  measured vs published OA/AA/kappa
   hsi simulate --dataset D --classes A,B --out DIR
                                    SPOD-style sub-pixel targets implanted in a real scene
+  hsi detect --input SCENE.tif --library LIB.csv --detector ace --threshold T --output D.geojson
+                                   classical detection (RX/CEM/AMF/ACE), GeoJSON points out
   hsi spod-convert --root SPOD_30b_8c --split train --out DIR
                                    the SpecDETR SPOD benchmark in hsi's detection format
 """
@@ -174,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             from hsi.detection.simulate_cli import simulate_main
 
             return simulate_main(argv[1:])
+        if argv and argv[0] == "detect":
+            from hsi.detection.detect_cli import detect_main
+
+            return detect_main(argv[1:])
         if argv and argv[0] == "spod-convert":
             from hsi.detection.spod import spod_main
 

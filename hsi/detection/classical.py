@@ -103,6 +103,40 @@ def background_stats(
     return BackgroundStats(mean, _loaded_inverse(cov, loading), _loaded_inverse(corr, loading))
 
 
+class StatsAccumulator:
+    """Background statistics accumulated window by window, for scenes larger than memory.
+
+    Sums of pixels and of their outer products (float64) over valid pixels; ``finish``
+    gives the same :class:`BackgroundStats` as :func:`background_stats` on the whole scene.
+    """
+
+    def __init__(self, bands: int) -> None:
+        self.n = 0
+        self.total = np.zeros(bands)
+        self.outer = np.zeros((bands, bands))
+
+    def add(self, cube: CubeLike) -> None:
+        x, _, valid = pixels_of(cube)
+        x = x[valid]
+        if x.shape[1] != self.total.shape[0]:
+            raise DataError(f"a window has {x.shape[1]} bands, expected {self.total.shape[0]}")
+        self.n += len(x)
+        self.total += x.sum(axis=0)
+        self.outer += x.T @ x
+
+    def finish(self, loading: float = 1e-6) -> BackgroundStats:
+        bands = self.total.shape[0]
+        if self.n <= bands:
+            raise DataError(
+                f"{self.n} valid background pixels cannot estimate a {bands}-band covariance; "
+                "use a larger scene or fewer bands"
+            )
+        mean = self.total / self.n
+        cov = (self.outer - self.n * np.outer(mean, mean)) / (self.n - 1)
+        corr = self.outer / self.n
+        return BackgroundStats(mean, _loaded_inverse(cov, loading), _loaded_inverse(corr, loading))
+
+
 def _target(signature: np.ndarray, stats: BackgroundStats) -> np.ndarray:
     d = np.asarray(signature, dtype=np.float64).reshape(-1)
     if d.shape[0] != stats.bands:
