@@ -23,6 +23,14 @@ def test_config_parses(config: Path, capsys) -> None:
     if printed["data"]["class_path"].endswith("RestorationDataModule"):
         _check_restoration(config, printed)
         return
+    if printed["data"]["class_path"].endswith("ReducedImageDataModule"):
+        # diffusion prior: selected on the held-out DDPM loss; model and data agree on k
+        assert printed["model"]["class_path"] == "hsi.diffusion.prior.DiffusionPriorTask"
+        assert printed["checkpoint"]["monitor"] == "val/loss"
+        assert printed["checkpoint"]["mode"] == "min"
+        assert printed["model"]["init_args"]["k"] == data["k"]
+        assert 0 < data["val_fraction"] < 1
+        return
     if printed["data"]["class_path"].endswith("DetectionDataModule"):
         # detection: best epoch on validation point AP, tested on a separate (disjoint) set
         assert printed["model"]["class_path"] == "hsi.tasks.DetectionTask"
