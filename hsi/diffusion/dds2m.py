@@ -82,9 +82,9 @@ SPATIAL_SKIP = (0, 0, 4, 4, 4, 4)
 SPATIAL_KERNELS = (7, 7, 5, 5, 3, 3)
 SPECTRAL_HIDDEN = (128, 256, 256, 128)
 TASKS = ("denoise", "inpaint", "sr")
-# Values of [0, 1]-scaled data plus noise stay well inside this; raw counts or reflectance in
-# percent do not.
-_VALUE_RANGE = (-0.5, 1.5)
+# [0, 1]-scaled data plus Gaussian noise up to sigma 70/255 stay inside this even at 5-sigma
+# outliers (the noise is not clipped); raw counts or reflectance in percent do not.
+_VALUE_RANGE = (-1.5, 2.5)
 
 
 # --------------------------------------------------------------------------------- networks
