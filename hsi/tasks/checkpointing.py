@@ -10,12 +10,16 @@ import torch
 
 
 class ExportableCheckpoint:
-    """Mixin for hsi tasks: ``export_checkpoint(path)`` writes what ``load_from_checkpoint``
-    and ``hsi predict`` read — Lightning's layout minus optimizer and loop state — with the
-    task's own ``hsi`` section from ``_hsi_meta()``."""
+    """Mixin for hsi tasks: every checkpoint carries the task's ``hsi`` section
+    (``_hsi_meta()``: task kind, fitted preprocessing, data facts) so it alone rebuilds the
+    input pipeline; ``export_checkpoint(path)`` writes what ``load_from_checkpoint`` and
+    ``hsi predict`` read — Lightning's layout minus optimizer and loop state."""
 
     def _hsi_meta(self) -> dict[str, Any]:  # pragma: no cover - every task defines it
         raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hsi"] = self._hsi_meta()
 
     def export_checkpoint(self, path: str | Path) -> Path:
         checkpoint = {

@@ -414,13 +414,11 @@ class ClassificationTask(ExportableCheckpoint, L.LightningModule):
     # ---- checkpoint round trip ---------------------------------------------------------
     def _hsi_meta(self) -> dict[str, Any]:
         return {
+            "task": "classification",
             "preprocessing": self.preprocessing,
             "data": self.data_description,
             "format_version": 1,
         }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hsi"] = self._hsi_meta()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_epoch = checkpoint.get("epoch")

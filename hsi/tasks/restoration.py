@@ -351,9 +351,6 @@ class RestorationTask(ExportableCheckpoint, L.LightningModule):
             "format_version": 1,
         }
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hsi"] = self._hsi_meta()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_epoch = checkpoint.get("epoch")
         meta = checkpoint.get("hsi") or {}
