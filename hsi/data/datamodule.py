@@ -174,7 +174,10 @@ class HyperspectralPatchDataModule(L.LightningDataModule):
 
     def _save_split_in_run(self) -> None:
         trainer = self.trainer
-        log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
+        # only into a logged run's folder: without a logger Lightning's log_dir is the
+        # working directory, where an unasked-for split.json would be litter
+        has_logger = trainer is not None and bool(getattr(trainer, "loggers", None))
+        log_dir = getattr(trainer, "log_dir", None) if has_logger else None
         if log_dir and self.split is not None:
             path = Path(log_dir) / "split.json"
             if trainer.is_global_zero:
