@@ -149,7 +149,7 @@ def _checkpoint_task(argv: list[str]) -> str:
             ckpt = arg.split("=", 1)[1]
     if ckpt is None:
         return "classification"
-    from hsi.inference_restoration import checkpoint_task
+    from hsi.tasks.checkpointing import checkpoint_task
 
     return checkpoint_task(ckpt)
 

@@ -45,6 +45,7 @@ from hsi.data.readers import check_tiles_compatible, read_cube, read_envi_header
 from hsi.data.writers import atomic_output, geotiff_block_size, refuse_existing
 from hsi.errors import ConfigError, DataError, HsiError
 from hsi.reports import class_colors
+from hsi.tasks.checkpointing import load_task_checkpoint
 
 __all__ = ["classify_cube", "predict_scene", "scene_main"]
 
@@ -414,19 +415,14 @@ def _load_checkpoint(checkpoint: PathLike, device: torch.device) -> tuple[Any, s
     if path.suffix.lower() != ".ckpt" and pretrained.is_weight_file(path):
         weights = pretrained.load_weights(path)
         return weights.to_task().to(device).eval(), str(path)
-    try:
-        # torch's default weights_only=True suffices: hsi checkpoints hold tensors, plain
-        # dicts/lists and strings only (preprocessing state is stored as lists).
-        task = ClassificationTask.load_from_checkpoint(path, map_location=device)
-    except HsiError:
-        raise
-    except Exception as exc:  # corrupt file, another task's checkpoint, ...
-        msg = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise DataError(
-            f"{path}: cannot load as an hsi classification checkpoint ({msg}); pass a "
-            "checkpoint written by `hsi fit` with a ClassificationTask, or a weight file "
-            "exported by `python -m hsi.pretrained export`"
-        ) from exc
+    task = load_task_checkpoint(
+        ClassificationTask,
+        path,
+        device,
+        "classification",
+        "pass a checkpoint written by `hsi fit` with a ClassificationTask, or a weight file "
+        "exported by `python -m hsi.pretrained export`",
+    )
     if task.net is None:
         raise DataError(f"{path}: the checkpoint holds no model; pass one written by `hsi fit`")
     return task.to(device).eval(), str(path)

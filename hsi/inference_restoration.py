@@ -35,8 +35,14 @@ import numpy as np
 import torch
 
 from hsi.data.restoration import Scaling
-from hsi.data.writers import atomic_output, geotiff_block_size, refuse_existing
+from hsi.data.writers import (
+    atomic_output,
+    geotiff_block_size,
+    refuse_existing,
+    write_wavelength_tags,
+)
 from hsi.errors import ConfigError, DataError, HsiError
+from hsi.tasks.checkpointing import checkpoint_task, load_task_checkpoint
 
 __all__ = ["blend_weights", "checkpoint_task", "restore_main", "restore_scene", "tile_starts"]
 
@@ -76,43 +82,17 @@ def blend_weights(n: int, overlap: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def checkpoint_task(checkpoint: PathLike) -> str:
-    """``restoration``, ``detection`` or ``classification``: which task wrote a checkpoint.
-
-    Reads the checkpoint with ``weights_only=True`` (memory-mapped where possible), so
-    nothing in it is executed. Files that are not checkpoints count as ``classification``,
-    whose loader reports the problem.
-    """
-    path = Path(os.fspath(checkpoint)).expanduser()
-    if not path.is_file():
-        return "classification"
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not a checkpoint: let the classification loader say so
-        return "classification"
-    meta = ckpt.get("hsi") if isinstance(ckpt, dict) else None
-    return str(meta.get("task", "classification")) if isinstance(meta, dict) else "classification"
-
-
 def _load_task(checkpoint: PathLike, device: torch.device) -> Any:
     from hsi.tasks.restoration import RestorationTask
 
     path = Path(os.fspath(checkpoint)).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found; pass a .ckpt written by `hsi fit`")
-    try:
-        task = RestorationTask.load_from_checkpoint(path, map_location=device)
-    except HsiError:
-        raise
-    except Exception as exc:  # corrupt file, another task's checkpoint, ...
-        msg = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise DataError(
-            f"{path}: cannot load as an hsi restoration checkpoint ({msg}); pass a checkpoint "
-            "written by `hsi fit` with a RestorationTask"
-        ) from exc
+    task = load_task_checkpoint(
+        RestorationTask,
+        path,
+        device,
+        "restoration",
+        "pass a checkpoint written by `hsi fit` with a RestorationTask",
+    )
     if task.net is None or task.get_scaling() is None:
         raise DataError(
             f"{path}: the checkpoint lacks the model or its [0, 1] scaling; pass one written "
@@ -368,17 +348,8 @@ def restore_scene(
 
 def _write_band_metadata(dst: Any, scene: Any) -> None:
     """Wavelengths where read_cube, GDAL and QGIS look for them (as write_geotiff does)."""
-    if scene.wavelengths is None:
-        return
-    wavelengths = [float(w) for w in scene.wavelengths]
-    for i, wl in enumerate(wavelengths, start=1):
-        dst.update_tags(i, wavelength=repr(wl), wavelength_units="Nanometers")
-        dst.update_tags(i, ns="IMAGERY", CENTRAL_WAVELENGTH_UM=repr(wl / 1000))
-    dst.update_tags(
-        ns="ENVI",
-        wavelength="{" + ", ".join(repr(w) for w in wavelengths) + "}",
-        wavelength_units="Nanometers",
-    )
+    if scene.wavelengths is not None:
+        write_wavelength_tags(dst, scene.wavelengths)
 
 
 # --------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ wavelengths in the places :func:`hsi.data.readers.read_cube` looks for them, so 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -196,6 +198,42 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
+def write_wavelength_tags(dst: Any, wavelengths: Sequence[float]) -> None:
+    """Band wavelengths (nm) where read_cube, GDAL and QGIS look for them: per-band
+    ``wavelength`` tags, GDAL >= 3.10's ``IMAGERY`` band metadata, and the ENVI-domain list.
+    For any open rasterio dataset being written (whole-file or tile-by-tile writers)."""
+    for i, wl in enumerate(wavelengths, start=1):
+        dst.update_tags(i, wavelength=_fmt(wl), wavelength_units="Nanometers")
+        dst.update_tags(i, ns="IMAGERY", CENTRAL_WAVELENGTH_UM=_fmt(float(wl) / 1000))
+    dst.update_tags(
+        ns="ENVI",
+        wavelength="{" + ", ".join(_fmt(w) for w in wavelengths) + "}",
+        wavelength_units="Nanometers",
+    )
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only on success.
+
+    The folder counterpart of :func:`atomic_output` for multi-file outputs (a simulated
+    dataset, a converted benchmark): on any exception the temporary folder is removed and
+    an existing ``path`` is left untouched. Whether an existing ``path`` may be replaced
+    is the caller's decision, made before calling.
+    """
+    final = Path(os.fspath(path)).expanduser()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_geotiff(
     path: str | os.PathLike[str],
     data: np.ndarray | SpectralCube,
@@ -300,15 +338,7 @@ def write_geotiff(
                         for i, name in enumerate(band_descriptions, start=1):
                             dst.set_band_description(i, str(name))
                     if wavelengths is not None:
-                        for i, wl in enumerate(wavelengths, start=1):
-                            dst.update_tags(i, wavelength=_fmt(wl), wavelength_units="Nanometers")
-                            # GDAL >= 3.10's standard band metadata (read by QGIS, gdalinfo).
-                            dst.update_tags(i, ns="IMAGERY", CENTRAL_WAVELENGTH_UM=_fmt(wl / 1000))
-                        dst.update_tags(
-                            ns="ENVI",
-                            wavelength="{" + ", ".join(_fmt(w) for w in wavelengths) + "}",
-                            wavelength_units="Nanometers",
-                        )
+                        write_wavelength_tags(dst, wavelengths)
                     for key, values in extra_band_tags.items():
                         for i, value in enumerate(values, start=1):
                             dst.update_tags(i, **{key: str(value)})

@@ -26,6 +26,7 @@ from hsi.data.readers import read_cube
 from hsi.data.writers import refuse_existing
 from hsi.detection.geojson import PointDetection, write_detections_geojson
 from hsi.errors import ConfigError, DataError
+from hsi.tasks.checkpointing import load_task_checkpoint
 
 
 def load_detection_task(checkpoint: str | os.PathLike, device: str = "cpu") -> Any:
@@ -33,9 +34,13 @@ def load_detection_task(checkpoint: str | os.PathLike, device: str = "cpu") -> A
     from hsi.tasks.detection import DetectionTask
 
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    task = DetectionTask.load_from_checkpoint(path, map_location=device, weights_only=True)
+    task = load_task_checkpoint(
+        DetectionTask,
+        path,
+        device,
+        "detection",
+        "pass a checkpoint written by `hsi fit` with a DetectionTask",
+    )
     if task.normalization is None:
         raise ConfigError(f"{path} holds no normalisation: not a trained detection checkpoint")
     return task.eval()

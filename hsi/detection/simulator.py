@@ -30,8 +30,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from hsi.data.cube import SpectralCube
+from hsi.data.writers import atomic_directory
 from hsi.detection.targets import match_signature
 from hsi.errors import ConfigError, DataError
 
@@ -181,9 +180,7 @@ def simulate(
     counts_class: Counter[str] = Counter()
     counts_size: Counter[str] = Counter()
     size = spec.image_size
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "images").mkdir()
         for image_id in range(1, spec.n_images + 1):
             top = int(rng.integers(r0, r1 - size + 1))
@@ -253,12 +250,6 @@ def simulate(
         (tmp / "annotations.json").write_text(json.dumps(coco))
         record = {"spec": asdict(spec), "background": background.source, "stats": asdict(stats)}
         (tmp / "simulation.json").write_text(json.dumps(record, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
 
 

@@ -8,8 +8,6 @@ transformer-based hyperspectral point object detection network", ISPRS J. P&RS 2
     hsi spod-convert --root /data/SPOD_30b_8c --split train --out data/spod_train
     hsi spod-convert --root /data/SPOD_30b_8c --split test  --out data/spod_test
 
-(until the lead wires the subcommand: ``python -c "import sys; from hsi.detection.spod
-import spod_main; sys.exit(spod_main(sys.argv[1:]))" --root ... --split ... --out ...``)
 and train with ``DetectionDataModule(root="data/spod_train", test_root="data/spod_test")``.
 
 The on-disk format read here, as the authors publish it (github.com/ZhaoxuLi123/HODToolbox,
@@ -49,14 +47,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hsi.data.writers import atomic_directory
 from hsi.detection.datamodule import TOL, read_detection_folder
 from hsi.errors import ConfigError, DataError
 
@@ -257,9 +254,7 @@ def convert_spod(
     images, size = _images(coco, ann_path)
     annotations, ignored = _annotations(coco, ann_path, images, remap)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "images").mkdir()
         bands: int | None = None
         first = ""
@@ -300,12 +295,6 @@ def convert_spod(
         }
         (tmp / "annotations.json").write_text(json.dumps(coco_out))
         folder = read_detection_folder(tmp)  # the reader's own checks, before publishing
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SpodSummary(
         split,
         len(records),

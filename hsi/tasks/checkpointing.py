@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+
+from hsi.errors import DataError, HsiError
 
 
 class ExportableCheckpoint:
@@ -30,3 +33,44 @@ class ExportableCheckpoint:
         }
         torch.save(checkpoint, path)
         return Path(path)
+
+
+def checkpoint_task(checkpoint: str | os.PathLike[str]) -> str:
+    """``classification``, ``restoration`` or ``detection``: which task wrote a checkpoint.
+
+    Reads the checkpoint with ``weights_only=True``, memory-mapped where possible (tensors
+    are not read), so routing ``hsi predict`` costs little and executes nothing. Files that
+    are not checkpoints count as ``classification``, whose loader reports the problem.
+    """
+    path = Path(os.fspath(checkpoint)).expanduser()
+    if not path.is_file():
+        return "classification"
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a checkpoint: let the classification loader say so
+        return "classification"
+    meta = ckpt.get("hsi") if isinstance(ckpt, dict) else None
+    return str(meta.get("task", "classification")) if isinstance(meta, dict) else "classification"
+
+
+def load_task_checkpoint(
+    task_cls: type[L.LightningModule],
+    path: Path,
+    device: torch.device | str,
+    kind: str,
+    hint: str = "pass a checkpoint written by `hsi fit`",
+) -> Any:
+    """``task_cls.load_from_checkpoint`` (weights only) with one-line errors for a missing,
+    corrupt or foreign file; ``kind`` names the task in the message (``restoration``)."""
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found; {hint}")
+    try:
+        return task_cls.load_from_checkpoint(path, map_location=device, weights_only=True)
+    except HsiError:
+        raise
+    except Exception as exc:  # corrupt file, another task's checkpoint, ...
+        msg = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise DataError(f"{path}: cannot load as an hsi {kind} checkpoint ({msg}); {hint}") from exc

@@ -24,11 +24,12 @@ from hsi.errors import ConfigError
 from hsi.metrics import classification_metrics
 from hsi.models.registry import create_model, get_model_class
 from hsi.tasks.checkpointing import ExportableCheckpoint
+from hsi.tasks.training import EpochTimer, make_optimizer, standard_scheduler
 
 log = logging.getLogger(__name__)
 
 
-class ClassificationTask(ExportableCheckpoint, L.LightningModule):
+class ClassificationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
     """Patch-based pixel classification.
 
     Args:
@@ -296,15 +297,6 @@ class ClassificationTask(ExportableCheckpoint, L.LightningModule):
         conf, pred = probs.max(1)
         return {"coords": batch["coords"], "pred": pred, "confidence": conf, "probs": probs}
 
-    # ---- timing ------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        seconds = time.perf_counter() - self._epoch_start
-        self.epoch_seconds.append(seconds)
-        self.log("train/epoch_seconds", seconds)
-
     # ---- test report -------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
         self._test_start = time.perf_counter()
@@ -379,24 +371,10 @@ class ClassificationTask(ExportableCheckpoint, L.LightningModule):
         hp = self.hparams
         # frozen weights (LoRA fine-tuning) stay out of the optimizer and its state
         params = [p for p in self.net.parameters() if p.requires_grad]
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        else:
-            raise ConfigError(f"unknown optimizer {hp.optimizer!r}; use adam, adamw or sgd")
-        if hp.scheduler == "none":
-            return opt
-        if hp.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(int(self.trainer.max_epochs or 1), 1)
-            )
-            return {"optimizer": opt, "lr_scheduler": sched}
-        if hp.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        opt = make_optimizer(params, hp.optimizer, hp.lr, hp.weight_decay)
+        config = standard_scheduler(opt, hp.scheduler, lambda: self.trainer.max_epochs)
+        if config is not None:
+            return config
         if hp.scheduler == "cosine_restarts":
             if hp.restart_epochs < 1 or hp.restart_mult < 1:
                 raise ConfigError(

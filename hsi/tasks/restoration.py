@@ -34,6 +34,7 @@ from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.models.registry import create_model, get_model_class
 from hsi.tasks.checkpointing import ExportableCheckpoint
+from hsi.tasks.training import EpochTimer, make_optimizer, standard_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class _MeanOverImages:
         return {k: s / self.count for k, s in self.sums.items()}
 
 
-class RestorationTask(ExportableCheckpoint, L.LightningModule):
+class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
     """Hyperspectral denoising or single-image super-resolution.
 
     Args:
@@ -261,15 +262,6 @@ class RestorationTask(ExportableCheckpoint, L.LightningModule):
         reference = batch["input"] if scale == 1 else _upsample_bicubic(batch["input"], scale)
         self._test_reference.update(self._metrics(reference, batch["target"]))
 
-    # ---- timing ------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        seconds = time.perf_counter() - self._epoch_start
-        self.epoch_seconds.append(seconds)
-        self.log("train/epoch_seconds", seconds)
-
     # ---- test report -------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
         self._test_start = time.perf_counter()
@@ -321,23 +313,12 @@ class RestorationTask(ExportableCheckpoint, L.LightningModule):
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.net.parameters()
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            raise ConfigError(f"unknown optimizer {hp.optimizer!r}; use adam or adamw")
-        if hp.scheduler == "none":
-            return opt
-        if hp.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(int(self.trainer.max_epochs or 1), 1)
-            )
-            return {"optimizer": opt, "lr_scheduler": sched}
-        if hp.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        opt = make_optimizer(
+            self.net.parameters(), hp.optimizer, hp.lr, hp.weight_decay, ("adam", "adamw")
+        )
+        config = standard_scheduler(opt, hp.scheduler, lambda: self.trainer.max_epochs)
+        if config is not None:
+            return config
         raise ConfigError(f"unknown scheduler {hp.scheduler!r}; use none, cosine or plateau")
 
     # ---- checkpoint round trip ---------------------------------------------------------
