@@ -195,6 +195,26 @@ def test_scaling_is_fitted_on_the_training_strip_only(tmp_path) -> None:
     assert len(set(band.hi)) > 1
 
 
+def test_band_windows_cut_training_crops_only(cube_file) -> None:
+    dm = _dm(cube_file, band_window=4)
+    assert dm.in_bands == 4  # what the model is built for
+    ds = dm.train_dataset()
+    cube = dm.cubes[0]
+    for key in range(6):
+        item = ds[key]
+        assert item["target"].shape == (4, 16, 16)
+        _, r, c = ds.crop_box(key)
+        crop = cube[:, r : r + 16, c : c + 16]
+        # The target is some window of 4 contiguous bands of the crop (up to flips/rotations).
+        sums = [float(crop[b0 : b0 + 4].sum()) for b0 in range(cube.shape[0] - 3)]
+        assert min(abs(s - float(item["target"].sum())) for s in sums) < 1e-2
+    assert dm.eval_dataset("val")[0]["target"].shape[0] == 6  # evaluation keeps every band
+    with pytest.raises(ConfigError, match="band_window must be >= 1"):
+        _dm(cube_file, band_window=0)
+    with pytest.raises(ConfigError, match="exceeds the cube's 6 bands"):
+        _ = _dm(cube_file, band_window=9).in_bands
+
+
 def test_super_resolution_data_shapes(cube_file) -> None:
     dm = _dm(cube_file, degradation="bicubic_x2", crop_size=16)
     assert dm.task_kind == "super_resolution" and dm.scale == 2

@@ -64,6 +64,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from hsi.diffusion.operators import TASKS, DegradationOperator
 from hsi.diffusion.schedules import make_alphas_cumprod, timestep_subsequence
 from hsi.errors import ConfigError, DataError
 
@@ -81,7 +82,6 @@ SPATIAL_CHANNELS = (16, 32, 64, 128, 128, 128)
 SPATIAL_SKIP = (0, 0, 4, 4, 4, 4)
 SPATIAL_KERNELS = (7, 7, 5, 5, 3, 3)
 SPECTRAL_HIDDEN = (128, 256, 256, 128)
-TASKS = ("denoise", "inpaint", "sr")
 # [0, 1]-scaled data plus Gaussian noise up to sigma 70/255 stay inside this even at 5-sigma
 # outliers (the noise is not clipped); raw counts or reflectance in percent do not.
 _VALUE_RANGE = (-1.5, 2.5)
@@ -259,34 +259,6 @@ def estimate_noise_sigma(cube: torch.Tensor) -> float:
     return float(d.abs().median() / 0.6745)
 
 
-# -------------------------------------------------------------------------------- operators
-
-
-class _Operator:
-    """H as a projection P onto its row space, its pseudo-inverse of y, and its singular value."""
-
-    def __init__(self, task: str, y: torch.Tensor, mask: torch.Tensor | None, scale: int | None):
-        self.task, self.mask, self.scale = task, mask, scale
-        if task == "denoise":
-            self.singular, self.pinv_y = 1.0, y
-        elif task == "inpaint":
-            assert mask is not None
-            self.singular, self.pinv_y = 1.0, y * mask
-        else:
-            assert scale is not None
-            self.singular = 1.0 / scale
-            # y is the block-mean image; H^+ y is its nearest-neighbour upsampling.
-            self.pinv_y = self.project(y)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        if self.task == "denoise":
-            return x
-        if self.task == "inpaint":
-            return x * self.mask
-        s = self.scale
-        return F.interpolate(F.avg_pool2d(x[None], s), scale_factor=s, mode="nearest")[0]
-
-
 # ---------------------------------------------------------------------------------- checks
 
 
@@ -416,7 +388,10 @@ def dds2m_restore(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
     y_pm = y * 2 - 1
-    op = _Operator(task, y_pm, m, scale)
+    op = DegradationOperator(task, m, scale if task == "sr" else None)
+    # DDRM's pseudo-inverse observation; for sr ``y`` already is H^+ y (blocks repeated), and
+    # projecting it keeps only its block means.
+    pinv_y = op.project(y_pm)
     sv = op.singular
 
     a_bar = make_alphas_cumprod("linear", num_train_steps, start=beta_start, end=beta_end)
@@ -435,7 +410,7 @@ def dds2m_restore(
     z = randn()
     pz = op.project(z)
     if sv * s_T > sigma0:
-        init = op.pinv_y + math.sqrt(s_T**2 - (sigma0 / sv) ** 2) * pz + s_T * (z - pz)
+        init = pinv_y + math.sqrt(s_T**2 - (sigma0 / sv) ** 2) * pz + s_T * (z - pz)
     else:
         init = s_T * z
     x_t = math.sqrt(a_T) * init
@@ -462,13 +437,14 @@ def dds2m_restore(
         with torch.no_grad():
             eps = (x_t - math.sqrt(a) * x0) / math.sqrt(1 - a)
             x_t = math.sqrt(a_next) * _ddrm_update(
-                op, x0, eps, ve(a_next) if a_next < 1 else 0.0, sigma0, eta, eta_b, randn()
+                op, pinv_y, x0, eps, ve(a_next) if a_next < 1 else 0.0, sigma0, eta, eta_b, randn()
             )
     return ((x_t + 1) / 2).clamp(0, 1)
 
 
 def _ddrm_update(
-    op: _Operator,
+    op: DegradationOperator,
+    pinv_y: torch.Tensor,
     x0: torch.Tensor,
     eps: torch.Tensor,
     s_next: float,
@@ -490,15 +466,13 @@ def _ddrm_update(
     px0, pz = op.project(x0), op.project(z)
     if sv * s_next > sigma0:
         inside = (
-            eta_b * op.pinv_y
+            eta_b * pinv_y
             + (1 - eta_b) * px0
             + math.sqrt(max(s_next**2 - (sigma0 / sv) ** 2 * eta_b**2, 0.0)) * pz
         )
     elif sv * s_next < sigma0:
         inside = (
-            px0
-            + math.sqrt(1 - eta**2) * s_next * sv * (op.pinv_y - px0) / sigma0
-            + eta * s_next * pz
+            px0 + math.sqrt(1 - eta**2) * s_next * sv * (pinv_y - px0) / sigma0 + eta * s_next * pz
         )
     else:
         inside = op.project(free)

@@ -25,6 +25,14 @@ that an RGB-like diffusion prior can model ``A``).
 3. The exponential noise schedule (``k = 8`` for denoising) with 20 strided steps out of
    T = 1000 (:mod:`hsi.diffusion.schedules`).
 
+Tasks (``hirdiff_restore(task=...)``): denoising as above; super-resolution and inpainting put
+the degradation operator ``H`` into the data term, ``||y - H(E Â0)||²``, with the operators
+DDS2M uses too (:mod:`hsi.diffusion.operators`: block averaging for ``sr``, a 0/1 mask for
+``inpaint``). For SR the detail inside each block comes from the prior alone: with an
+untrained prior HIR-Diff keeps the observed block means but guesses the rest (tested), so SR
+and spatial inpainting need a trained prior; dead lines and stripes of single bands are
+restored by the low-rank model itself.
+
 Differences from the authors' code, all deliberate:
 
 - The prior is any ``eps_model(x_t, t)`` taking integer timesteps (hsi trains its own
@@ -47,8 +55,10 @@ from collections.abc import Callable
 import numpy as np
 import scipy.linalg
 import torch
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from hsi.diffusion.operators import TASKS, DegradationOperator
 from hsi.diffusion.schedules import ddim_step, make_alphas_cumprod, predict_x0, timestep_subsequence
 from hsi.errors import ConfigError, DataError, HsiError
 
@@ -146,6 +156,63 @@ def _edge_weights(lowrank: torch.Tensor, delta: float = 0.5) -> tuple[torch.Tens
     return tuple(m / top for m in maps)
 
 
+def _check_task(
+    arr: np.ndarray, task: str, mask: np.ndarray | torch.Tensor | None, scale: int | None
+) -> torch.Tensor | None:
+    """Validate task/mask/scale; the mask as a (bands, H, W) float 0/1 tensor (inpaint only)."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown HIR-Diff task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "sr":
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
+            raise ConfigError(f"task='sr' needs an integer scale >= 2, got {scale!r}")
+    elif scale is not None:
+        raise ConfigError(f"scale is only used by task='sr', not {task!r}")
+    if task != "inpaint":
+        if mask is not None:
+            raise ConfigError(f"a mask is only used by task='inpaint', not {task!r}")
+        return None
+    if mask is None:
+        raise ConfigError("task='inpaint' needs a mask (1 = observed, 0 = missing)")
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim == 2 and m.shape == arr.shape[1:]:
+        m = np.broadcast_to(m, arr.shape)
+    if m.shape != arr.shape:
+        raise DataError(
+            f"the mask's shape {m.shape} is neither the cube's {arr.shape} nor its (H, W) = "
+            f"{arr.shape[1:]}"
+        )
+    if not np.isin(m, (0, 1)).all():
+        raise DataError("the mask must hold only 0 (missing) and 1 (observed)")
+    return torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
+
+
+def _impute_low_rank(arr: np.ndarray, mask: torch.Tensor, k: int, iters: int = 30) -> np.ndarray:
+    """Fill the missing values of ``arr`` by iterated rank-k SVD (hard impute) for estimating E.
+
+    Why not use only the pixels observed in every band: with values missing entry-wise
+    (dead lines, stripes, random entries) hardly any pixel of a 200-band cube is complete.
+    Missing values start at their band's observed mean; each pass replaces them by the rank-k
+    reconstruction. A band with no observed value has no mean and no row of ``E`` to estimate:
+    that is refused.
+    """
+    keep = mask.numpy() > 0
+    c = arr.shape[0]
+    flat, seen = arr.reshape(c, -1).copy(), keep.reshape(c, -1)
+    counts = seen.sum(axis=1)
+    if (counts == 0).any():
+        dead = ", ".join(str(int(b)) for b in np.flatnonzero(counts == 0)[:10])
+        raise DataError(
+            f"bands {dead} (0-based) have no observed value: HIR-Diff's low-rank model "
+            "cannot estimate them; drop those bands or observe some of their pixels"
+        )
+    means = (np.where(seen, flat, 0.0).sum(axis=1) / counts)[:, None]
+    flat = np.where(seen, flat, means)
+    for _ in range(iters):
+        u, sv, vt = np.linalg.svd(flat, full_matrices=False)
+        flat = np.where(seen, flat, (u[:, :k] * sv[:k]) @ vt[:k])
+    return flat.reshape(arr.shape)
+
+
 def hirdiff_restore(
     degraded: np.ndarray | torch.Tensor,
     eps_model: EpsModel,
@@ -156,11 +223,29 @@ def hirdiff_restore(
     seed: int = 0,
     progress: bool = True,
     alphas_cumprod: torch.Tensor | None = None,
+    *,
+    task: str = "denoise",
+    mask: np.ndarray | torch.Tensor | None = None,
+    scale: int | None = None,
 ) -> np.ndarray:
-    """Denoise a (bands, H, W) cube on the [0, 1] scale with HIR-Diff; float32 (bands, H, W) out.
+    """Restore a (bands, H, W) cube on the [0, 1] scale with HIR-Diff; float32 cube out.
+
+    The three tasks share the sampler and differ in the operator ``H`` of the data term
+    ``||y - H(E Â0)||²`` (:class:`hsi.diffusion.operators.DegradationOperator`):
+
+    - ``denoise``: ``degraded`` is the noisy cube; ``E`` comes from it.
+    - ``inpaint``: ``mask`` (cube-shaped or (H, W), 1 = observed) marks the values to trust;
+      missing values may hold anything finite. ``E`` comes from the cube with its missing
+      values filled by rank-k SVD imputation, and the TV weights are uniform (the edge maps
+      of a cube with holes would see the holes' borders as edges).
+    - ``sr``: ``degraded`` is the low-resolution cube (bands, H, W), the output is
+      (bands, H·scale, W·scale); ``H`` averages ``scale × scale`` blocks. ``E`` comes from the
+      low-resolution cube (the spectral subspace does not depend on resolution) and the edge
+      maps from its bicubic upsampling. The data term is summed over low-resolution pixels
+      times ``scale²``, so ``guidance_weight`` keeps its per-high-resolution-pixel meaning.
 
     Args:
-        degraded: the noisy cube, [0, 1] scale (as :mod:`hsi.data.restoration` produces).
+        degraded: the degraded cube, [0, 1] scale (as :mod:`hsi.data.restoration` produces).
         eps_model: the prior, ``eps_model(x_t (1, k, H, W), t (1,) int64) -> eps`` of the
             same shape, trained on k-band images scaled to [-1, 1].
         k: bands of the reduced image (3 in the paper); must match the prior's channels.
@@ -172,15 +257,20 @@ def hirdiff_restore(
         progress: show a tqdm bar over the steps.
         alphas_cumprod: ``alpha_bar`` of the prior's training schedule (T entries); default
             HIR-Diff's exponential schedule, T = 1000, k = 8.
+        task, mask, scale: the restoration problem (above).
 
     Raises:
-        DataError: not a 3-D cube, NaN/inf values, a cube that is not on the [0, 1] scale.
-        ConfigError: ``steps < 1``, ``k`` larger than the band count, negative weights, or a
-            prior whose output shape differs from (1, k, H, W) on a probe call.
+        DataError: not a 3-D cube, NaN/inf values, a cube that is not on the [0, 1] scale, a
+            mask of another shape or with values other than 0/1, a band with no observed
+            value.
+        ConfigError: ``steps < 1``, ``k`` larger than the band count, negative weights, an
+            unknown task, a missing or superfluous mask/scale, or a prior whose output shape
+            differs from (1, k, H, W) on a probe call.
     """
     arr = _as_cube(degraded)
     c, h, w = arr.shape
     _check_k(k, c, h * w)
+    m = _check_task(arr, task, mask, scale)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"HIR-Diff needs steps >= 1 sampling steps, got {steps!r}")
     if tv_weight < 0 or guidance_weight < 0:
@@ -188,7 +278,8 @@ def hirdiff_restore(
             f"guidance weights must be >= 0, got tv_weight={tv_weight}, "
             f"guidance_weight={guidance_weight}"
         )
-    median, peak = float(np.median(arr)), float(np.abs(arr).max())
+    observed = arr if m is None else arr[m.numpy() > 0]
+    median, peak = float(np.median(observed)), float(np.abs(observed).max())
     if not 0.0 <= median <= 1.0 or peak > 10.0:
         raise DataError(
             f"HIR-Diff expects a cube on the [0, 1] scale (median {median:.3g}, max |value| "
@@ -200,31 +291,41 @@ def hirdiff_restore(
         raise ConfigError("alphas_cumprod must be a 1-D schedule with every value in (0, 1]")
     timesteps = timestep_subsequence(len(abar), steps)
 
-    coef, bands = estimate_coefficients(arr, k)
+    s = scale if task == "sr" else 1
+    big_h, big_w = h * s, w * s
+    op = DegradationOperator(task, m, scale if task == "sr" else None)
+    coef, bands = estimate_coefficients(arr if m is None else _impute_low_rank(arr, m, k), k)
     coef32 = coef.float()
-    y = torch.from_numpy(arr).float().reshape(c, h * w)
-    lowrank = (coef32 @ y[bands]).reshape(1, c, h, w)
-    weights = _edge_weights(lowrank)
-    y = y.reshape(1, c, h, w)
+    y = torch.from_numpy(arr).float()
+    if task == "denoise":
+        weights = _edge_weights((coef32 @ y[bands].reshape(k, -1)).reshape(1, c, h, w))
+    elif task == "sr":
+        lowrank = (coef32 @ y[bands].reshape(k, -1)).reshape(1, c, h, w)
+        up = F.interpolate(lowrank, scale_factor=s, mode="bicubic", align_corners=False)
+        weights = _edge_weights(up)
+    else:
+        weights = None
+    data_scale = float(s * s)
+    observation = y if task == "sr" else op(y)  # y itself is the low-resolution image for sr
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             with torch.no_grad():
-                probe = eps_model(torch.zeros(1, k, h, w), torch.tensor([timesteps[0]]))
+                probe = eps_model(torch.zeros(1, k, big_h, big_w), torch.tensor([timesteps[0]]))
         except (HsiError, RuntimeError) as err:
             raise ConfigError(
-                f"the diffusion prior cannot take a (1, {k}, {h}, {w}) input (k={k} reduced "
-                f"bands of a {h}×{w} image): {err}"
+                f"the diffusion prior cannot take a (1, {k}, {big_h}, {big_w}) input (k={k} "
+                f"reduced bands of a {big_h}×{big_w} image): {err}"
             ) from err
-        if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (1, k, h, w):
+        if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (1, k, big_h, big_w):
             got = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
             raise ConfigError(
-                f"the diffusion prior returned {got} for a (1, {k}, {h}, {w}) input; it must "
-                f"model k={k}-band images (train it with in_channels={k} or change k)"
+                f"the diffusion prior returned {got} for a (1, {k}, {big_h}, {big_w}) input; it "
+                f"must model k={k}-band images (train it with in_channels={k} or change k)"
             )
         torch.manual_seed(seed)
-        x = torch.randn(1, k, h, w)
+        x = torch.randn(1, k, big_h, big_w)
         nexts = timesteps[1:] + [-1]
         for t, t_next in tqdm(
             list(zip(timesteps, nexts, strict=True)), desc="HIR-Diff", disable=not progress
@@ -235,12 +336,12 @@ def hirdiff_restore(
             with torch.enable_grad():
                 eps = eps_model(x, torch.tensor([t]))
                 x0 = predict_x0(x, eps, a).clamp(-1.0, 1.0)
-                xhat = (coef32 @ ((x0 + 1) / 2).reshape(k, h * w)).reshape(1, c, h, w)
-                data = ((y - xhat) ** 2).sum() / c
-                tv = tv_loss(xhat, weights) * h * w
+                xhat = (coef32 @ ((x0 + 1) / 2).reshape(k, -1)).reshape(c, big_h, big_w)
+                data = data_scale * ((observation - op(xhat)) ** 2).sum() / c
+                tv = tv_loss(xhat[None], weights) * big_h * big_w
                 loss = guidance_weight * data + tv_weight * tv
                 (grad,) = torch.autograd.grad(loss, x)
             x = ddim_step(x0.detach(), eps.detach(), a, a_next, eta=0.0) - grad
-        reduced = ((x.detach() + 1) / 2).reshape(k, h * w)
-    out = (coef32 @ reduced).reshape(c, h, w).clamp(0.0, 1.0)
+        reduced = ((x.detach() + 1) / 2).reshape(k, -1)
+    out = (coef32 @ reduced).reshape(c, big_h, big_w).clamp(0.0, 1.0)
     return out.numpy().astype(np.float32)
