@@ -88,6 +88,10 @@ OVERVIEW = """hsi — hyperspectral model zoo
                                    classify (or restore, or detect: the checkpoint says) a
                                    whole GeoTIFF/ENVI scene; georeferenced map / cube /
                                    GeoJSON points out
+  hsi predict --model hirdiff|dds2m --input NOISY.tif --output RESTORED.tif
+              [--model-kwargs '{"steps": 20, "seed": 0}'] [--scale 4]
+                                   restore a scene with a training-free diffusion method
+                                   (no checkpoint; denoising, or super-resolution by --scale)
   hsi datasets list|info|verify|download
                                    the dataset registry (data root: --root, $HSI_DATA)
   hsi convert IN OUT.tif           any cube hsi reads (.mat, .npy, ENVI) to GeoTIFF
@@ -154,6 +158,13 @@ def _checkpoint_task(argv: list[str]) -> str:
     return checkpoint_task(ckpt)
 
 
+def _names_model_without_ckpt(argv: list[str]) -> bool:
+    """``hsi predict --model NAME --input ...`` with no ``--ckpt``: a training-free restorer
+    (HIR-Diff, DDS2M) that needs no checkpoint, so the restoration CLI takes it."""
+    flags = {a.split("=", 1)[0] for a in argv}
+    return "--model" in flags and "--ckpt" not in flags
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hsi`` console script."""
     # Lightning's own calls into jsonargparse raise deprecation notices users cannot act on
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module
             task = _checkpoint_task(argv)
-            if task == "restoration":
+            if task == "restoration" or _names_model_without_ckpt(argv):
                 from hsi.inference_restoration import restore_main
 
                 return restore_main(argv[1:])

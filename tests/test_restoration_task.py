@@ -442,3 +442,50 @@ def test_classical_baselines_beat_the_noisy_input() -> None:
     up = bicubic_upsample(low, 2)
     assert up.shape == clean.shape
     assert mpsnr(torch.from_numpy(up), t).item() > 30  # smooth cube: bicubic is close
+
+
+def test_predict_scene_scaling_runs_a_band_agnostic_model_on_other_bands(tmp_path) -> None:
+    """HSDT with ``flex`` trained on 4-band windows runs on a 6-band scene only when the scene
+    is scaled by its own range (``--scaling scene``); a fixed-band model is still refused."""
+    cube = np.transpose(_smooth_cube(), (2, 0, 1)).copy()
+    task = RestorationTask(model="hsdt_s", model_kwargs={"flex": True}, in_bands=4, scale=1)
+    task.scaling = Scaling.fit("minmax", [cube[:4]]).state_dict()
+    task.degradation = {"name": "gaussian", "sigma": 30.0}
+    ckpt = task.export_checkpoint(tmp_path / "flex.ckpt")
+    scene = _scene(tmp_path, cube)
+    with pytest.raises(DataError, match="--scaling scene"):
+        restore_scene(ckpt, scene, tmp_path / "a.tif", tile=16, progress=False)
+    out = restore_scene(ckpt, scene, tmp_path / "b.tif", tile=16, progress=False, scaling="scene")
+    assert out["bands"] == 6 and "scaling_fitted_on_input" in out
+    with rasterio.open(tmp_path / "b.tif") as src:
+        assert src.count == 6 and src.crs.to_epsg() == 32633
+        assert np.isfinite(src.read()).all()
+    fixed = _export(tmp_path, "_infra_pointwise", 1, cube[:4])
+    with pytest.raises(DataError, match="same sensor"):
+        restore_scene(fixed, scene, tmp_path / "c.tif", tile=16, progress=False, scaling="scene")
+    with pytest.raises(ConfigError, match="'checkpoint' or 'scene'"):
+        restore_scene(fixed, scene, tmp_path / "d.tif", progress=False, scaling="own")
+
+
+def test_predict_with_a_per_scene_scaled_checkpoint(tmp_path) -> None:
+    """A checkpoint trained under ``minmax_scene`` scales each scene by its own range."""
+    cube = np.transpose(_smooth_cube(), (2, 0, 1)).copy()
+    task = RestorationTask(model="_infra_pointwise", in_bands=6, scale=1)
+    task.scaling = Scaling.per_scene().state_dict()
+    task.degradation = {"name": "gaussian", "sigma": 30.0}
+    ckpt = task.export_checkpoint(tmp_path / "per_scene.ckpt")
+    out = restore_scene(ckpt, _scene(tmp_path, cube), tmp_path / "o.tif", tile=16, progress=False)
+    lo, hi = out["scaling_fitted_on_input"]
+    assert cube.min() <= lo < hi <= cube.max()  # 3x3-mean range lies inside the raw range
+    with rasterio.open(tmp_path / "o.tif") as src:
+        restored = src.read()
+    assert np.isfinite(restored).all() and abs(float(restored.mean()) - cube.mean()) < 100
+
+
+def test_test_without_logger_or_report_dir_writes_no_file(cube_file, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    task = RestorationTask(model="_infra_tiny_denoiser")
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.test(task, datamodule=_dm(cube_file))
+    assert task.test_metrics and list(tmp_path.iterdir()) == []

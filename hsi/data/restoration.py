@@ -12,6 +12,11 @@ strip, then the test strip at the right edge. Training crops lie wholly inside t
 strip, so no evaluated pixel was ever part of a training crop (the tests check this).
 **Held-out scenes** (``holdout="scenes"``): the ``dataset``/``image`` scenes train, the
 ``val_images``/``test_images`` scenes are evaluated whole.
+**A scene collection** (``holdout="collection"``, e.g. ICVL's 201 scenes): the card's
+``test_scenes`` list named by ``test_list`` is the test set, every scene on none of the card's
+test lists trains except ``val_scenes`` of them drawn with ``seed`` for validation. Scenes are
+read on demand and never all held: training crops come from an LRU cache of ``cache_scenes``
+scenes, visited group by group (see :class:`_CollectionCrops`).
 
 **Scaling** to ``[0, 1]``, fitted on the training part only (the papers use the data's
 minimum and maximum, e.g. QRNN3D's ``minmax_normalize`` of each ICVL cube):
@@ -19,6 +24,11 @@ minimum and maximum, e.g. QRNN3D's ``minmax_normalize`` of each ICVL cube):
 - ``minmax`` (default): ``(x - min) / (max - min)`` with one global min and max over all
   training pixels and bands (QRNN3D/HSDT's per-cube min-max, fitted on training data).
 - ``minmax_band``: the same per band (each band stretched to [0, 1]).
+- ``minmax_scene`` (collections only): every cube by its own min and max: each training
+  scene whole, each validation/test image after its centre crop. This is what QRNN3D/HSDT do
+  to ICVL (``minmax_normalize`` of each training scene before cropping; ``normalized`` of each
+  512 x 512 test crop), and it uses no value of one scene to scale another, so nothing crosses
+  the split. A checkpoint stores only the rule: a new scene is scaled by its own min and max.
 - ``none``: the data are already in [0, 1] (checked).
 
 Held-out pixels outside the training range map slightly outside [0, 1]; they are kept
@@ -29,7 +39,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,18 +72,41 @@ _MIN_EVAL_SIDE = 11  # SSIM's 11x11 window
 
 @dataclass
 class Scaling:
-    """Affine map of raw values to [0, 1]: ``(x - lo) / (hi - lo)``, per band or global."""
+    """Affine map of raw values to [0, 1]: ``(x - lo) / (hi - lo)``, per band or global.
 
-    method: Literal["minmax", "minmax_band", "none"]
+    ``minmax_scene`` is a rule, not a map (``lo``/``hi`` empty): each cube is scaled by its
+    own min and max, so :meth:`apply` refuses it; :meth:`of_cube` makes the map of one cube.
+    """
+
+    method: Literal["minmax", "minmax_band", "minmax_scene", "none"]
     lo: list[float]
     hi: list[float]
 
     @classmethod
+    def per_scene(cls) -> Scaling:
+        """The ``minmax_scene`` rule (what a checkpoint stores for a per-scene scaled run)."""
+        return cls("minmax_scene", [], [])
+
+    @classmethod
+    def of_cube(cls, x: np.ndarray, source: str) -> Scaling:
+        """Global min-max map of one ``(bands, ...)`` cube (the ``minmax_scene`` rule)."""
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if not hi > lo:
+            raise DataError(f"{source}: every value is {lo:g}; there is nothing to restore")
+        n = int(x.shape[0])
+        return cls("minmax", [lo] * n, [hi] * n)
+
+    @classmethod
     def fit(cls, method: str, pixels: Sequence[np.ndarray]) -> Scaling:
         """Fit on training ``(bands, h, w)`` arrays; refuses constant bands and data without
-        range."""
+        range. Only per-band minima and maxima matter, so ``pixels`` may be per-scene
+        ``(bands, 1, 2)`` summaries of [min, max] (how a collection is fitted, streaming)."""
+        if method == "minmax_scene":
+            return cls.per_scene()
         if method not in ("minmax", "minmax_band", "none"):
-            raise ConfigError(f"scaling must be minmax, minmax_band or none, got {method!r}")
+            raise ConfigError(
+                f"scaling must be minmax, minmax_band, minmax_scene or none, got {method!r}"
+            )
         band_lo = np.min([p.reshape(p.shape[0], -1).min(axis=1) for p in pixels], axis=0)
         band_hi = np.max([p.reshape(p.shape[0], -1).max(axis=1) for p in pixels], axis=0)
         constant = np.flatnonzero(band_hi <= band_lo)
@@ -103,6 +137,12 @@ class Scaling:
         return len(self.lo)
 
     def _arrays(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.method == "minmax_scene":
+            raise ConfigError(
+                "scaling minmax_scene (the model was trained on cubes each scaled by its own "
+                "min and max) has no fixed range to apply: scale each cube by its own range "
+                "(Scaling.of_cube(cube, source))"
+            )
         shape = (-1,) + (1,) * (ndim - 1)
         lo = np.asarray(self.lo, dtype=np.float32).reshape(shape)
         span = (np.asarray(self.hi, dtype=np.float32) - np.asarray(self.lo, np.float32)).reshape(
@@ -112,7 +152,7 @@ class Scaling:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Raw ``(bands, ...)`` values to the [0, 1] scale the model works on."""
-        if x.shape[0] != self.bands:
+        if self.method != "minmax_scene" and x.shape[0] != self.bands:
             raise DataError(
                 f"the scaling was fitted on {self.bands} bands, the data has {x.shape[0]}"
             )
@@ -217,6 +257,12 @@ def load_clean_cube(
             from hsi.data.readers import read_cube
 
             cube = read_cube(path, variable, layout=layout)
+    return _checked_clean(cube, bands)
+
+
+def _checked_clean(cube: SpectralCube, bands: Sequence[int] | None) -> SpectralCube:
+    """``cube`` with only ``bands`` (all when ``None``), refused when it holds NaN/inf or
+    no-data pixels."""
     if bands is not None:
         bad = [b for b in bands if not 0 <= int(b) < cube.bands]
         if bad:
@@ -414,6 +460,248 @@ class _EvalImages(Dataset):
         return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(clean)}
 
 
+def _center_box(reg: Region, size: int, what: str) -> Region:
+    """The central ``size`` x ``size`` square of ``reg`` (QRNN3D's ``crop_center``)."""
+    if reg.height < size or reg.width < size:
+        raise ConfigError(
+            f"eval_center_crop {size} is larger than the {what} ({reg.height}x{reg.width}); "
+            "lower eval_center_crop or leave it unset"
+        )
+    r0, c0 = reg.r0 + (reg.height - size) // 2, reg.c0 + (reg.width - size) // 2
+    return Region(reg.scene, r0, r0 + size, c0, c0 + size)
+
+
+# --------------------------------------------------------------------------------------
+# scene collections (holdout="collection")
+# --------------------------------------------------------------------------------------
+
+
+def _scaled(raw: np.ndarray, scaling: Scaling, source: str) -> np.ndarray:
+    """``raw`` (a float32 array the caller owns) on the [0, 1] scale, in place so that an
+    ICVL-sized scene (~220 MB) is not copied again: the fitted map, or under ``minmax_scene``
+    the cube's own."""
+    fitted = Scaling.of_cube(raw, source) if scaling.method == "minmax_scene" else scaling
+    if raw.shape[0] != fitted.bands:
+        raise DataError(
+            f"{source}: the scaling is for {fitted.bands} bands, the scene has {raw.shape[0]}"
+        )
+    lo, span = fitted._arrays(raw.ndim)
+    raw -= lo
+    raw /= span
+    return raw
+
+
+class _SceneCollection:
+    """The scenes of a restoration card split into ``train``/``val``/``test`` file names.
+
+    It holds no cube: :meth:`read` loads one scene (checked, bands selected, float32) per call
+    and counts the reads in ``loads``, which the memory-bound tests look at.
+    """
+
+    def __init__(
+        self, scenes: Any, parts: dict[str, list[str]], bands: Sequence[int] | None
+    ) -> None:
+        self.scenes, self.parts = scenes, parts
+        self.bands = None if bands is None else [int(b) for b in bands]
+        self.loads = 0
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def read(self, name: str) -> np.ndarray:
+        cube = _checked_clean(self.scenes.load(name), self.bands)
+        self.loads += 1
+        self._sizes[name] = (cube.height, cube.width)
+        return np.asarray(cube.data, dtype=np.float32)
+
+    def size(self, name: str) -> tuple[int, int]:
+        """(height, width) of a scene; read once (and dropped) if it was never read."""
+        if name not in self._sizes:
+            self.read(name)
+        return self._sizes[name]
+
+
+class _SceneCache:
+    """At most ``size`` loaded scenes; the least recently used is dropped before another is
+    loaded, so ``size`` x one scene bounds the memory (per data-loader worker)."""
+
+    def __init__(self, size: int, load: Callable[[str], np.ndarray]) -> None:
+        self.size, self.load = size, load
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.peak = 0  # most scenes ever held at once (checked by the tests)
+
+    def get(self, name: str) -> np.ndarray:
+        if name in self._items:
+            self._items.move_to_end(name)
+            return self._items[name]
+        while len(self._items) >= self.size:
+            self._items.popitem(last=False)
+        cube = self.load(name)
+        self._items[name] = cube
+        self.peak = max(self.peak, len(self._items))
+        return cube
+
+
+class _CollectionCrops(Dataset):
+    """``per_epoch`` random crops of a collection's training scenes, degraded on the fly,
+    with at most ``cache_scenes`` scenes in memory.
+
+    Every epoch the training scenes are shuffled (seeded by ``(seed, epoch)``) and cut into
+    groups of ``cache_scenes``; the epoch's items are cut into as many contiguous blocks and
+    the crops of block ``g`` come from the scenes of group ``g`` only.
+    :class:`GroupedEpochSampler` shuffles the items inside each block but keeps the blocks in
+    order, so each scene is read once per epoch (per loader worker) and serves many crops.
+    (QRNN3D/HSDT pre-extract ICVL patches into an LMDB; this crops on the fly instead.) As in
+    :class:`_TrainCrops`, item ``key = epoch * per_epoch + i`` draws its scene, position, band
+    window, augmentation and noise from ``(seed, epoch, i)``: new every epoch, the same in
+    every run.
+    """
+
+    def __init__(
+        self,
+        collection: _SceneCollection,
+        scaling: Scaling,
+        crop: int,
+        per_epoch: int,
+        degradation: Degradation,
+        seed: int,
+        augment: bool,
+        band_window: int | None,
+        cache_scenes: int,
+    ) -> None:
+        self.collection, self.names = collection, list(collection.parts["train"])
+        self.scaling, self.crop, self.per_epoch = scaling, crop, per_epoch
+        self.degradation, self.seed, self.augment = degradation, seed, augment
+        self.band_window, self.group_size = band_window, cache_scenes
+        self.n_groups = -(-len(self.names) // cache_scenes)
+        self.cache = _SceneCache(cache_scenes, self._load)
+        self._plan: tuple[int, list[list[str]]] = (-1, [])
+
+    def _load(self, name: str) -> np.ndarray:
+        return _scaled(self.collection.read(name), self.scaling, name)
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def groups(self, epoch: int) -> list[list[str]]:
+        """The groups of scenes epoch ``epoch`` visits, in order."""
+        if self._plan[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch, 5]).permutation(len(self.names))
+            names = [self.names[j] for j in order]
+            k = self.group_size
+            self._plan = (epoch, [names[j : j + k] for j in range(0, len(names), k)])
+        return self._plan[1]
+
+    def block_starts(self) -> list[int]:
+        """First item of each group's block, then ``per_epoch``: item ``i`` is in block
+        ``i * n_groups // per_epoch``."""
+        return [-(-g * self.per_epoch // self.n_groups) for g in range(self.n_groups + 1)]
+
+    def _draw(self, key: int) -> tuple[np.random.Generator, str, np.ndarray, int, int]:
+        epoch, i = divmod(int(key), self.per_epoch)
+        rng = np.random.default_rng([self.seed, epoch, i])
+        group = self.groups(epoch)[i * self.n_groups // self.per_epoch]
+        name = group[int(rng.integers(len(group)))]
+        cube = self.cache.get(name)
+        _, h, w = cube.shape
+        if h < self.crop or w < self.crop:
+            raise DataError(
+                f"training scene {name} is {h}x{w} pixels, smaller than crop_size {self.crop}; "
+                "lower crop_size or remove the scene from the collection"
+            )
+        r, c = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
+        return rng, name, cube, r, c
+
+    def crop_box(self, key: int) -> tuple[str, int, int]:
+        """(scene file name, row, col) of item ``key``; exposed for the leak test."""
+        _, name, _, r, c = self._draw(key)
+        return name, r, c
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        rng, _, cube, r, c = self._draw(key)
+        clean = cube[:, r : r + self.crop, c : c + self.crop]
+        if self.band_window is not None:
+            b0 = int(rng.integers(cube.shape[0] - self.band_window + 1))
+            clean = clean[b0 : b0 + self.band_window]
+        if self.augment:
+            clean = _augment(clean, rng)
+        degraded = self.degradation(clean, rng)
+        return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(np.array(clean))}
+
+
+class GroupedEpochSampler(Sampler[int]):
+    """Keys ``epoch * n + i`` shuffled inside consecutive blocks (``starts``, ending with
+    ``n``) with the blocks kept in order; Lightning calls ``set_epoch`` every epoch."""
+
+    def __init__(self, starts: Sequence[int], seed: int) -> None:
+        self.starts, self.seed, self.epoch = list(starts), seed, 0
+        self.n = self.starts[-1]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        keys: list[int] = []
+        for a, b in zip(self.starts[:-1], self.starts[1:], strict=True):
+            keys += (self.epoch * self.n + a + rng.permutation(b - a)).tolist()
+        return iter(keys)
+
+
+class _CollectionImages(Dataset):
+    """Fixed degraded held-out scenes of a collection, read when asked for (none is kept):
+    each scene whole, or its central ``center_crop`` square, sides floored to a multiple of
+    the scale; noise seeded by ``(seed, part, index)`` as in :class:`_EvalImages`."""
+
+    def __init__(
+        self,
+        collection: _SceneCollection,
+        part: str,
+        scaling: Scaling,
+        degradation: Degradation,
+        seed: int,
+        center_crop: int | None,
+        scale: int,
+    ) -> None:
+        self.collection, self.part, self.names = collection, part, list(collection.parts[part])
+        self.scaling, self.degradation, self.seed = scaling, degradation, seed
+        self.code = _EvalImages._PART_CODE[part]
+        self.center_crop, self.scale = center_crop, scale
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _box(self, name: str, height: int, width: int) -> Region:
+        s = self.scale
+        box = Region(0, 0, height // s * s, 0, width // s * s)
+        if self.center_crop is None:
+            return box
+        return _center_box(box, self.center_crop, f"{self.part} scene {name}")
+
+    def side(self, index: int) -> int:
+        """Smaller side of image ``index`` (reads the scene only when no crop says it)."""
+        if self.center_crop is not None:
+            return self.center_crop  # a scene too small for it is refused when read
+        name = self.names[index]
+        box = self._box(name, *self.collection.size(name))
+        return min(box.height, box.width)
+
+    def clean(self, index: int) -> np.ndarray:
+        """Image ``index`` on the [0, 1] scale (under ``minmax_scene``: by its own range)."""
+        name = self.names[index]
+        raw = self.collection.read(name)
+        box = self._box(name, raw.shape[1], raw.shape[2])
+        part = np.ascontiguousarray(raw[:, box.r0 : box.r1, box.c0 : box.c1])
+        return _scaled(part, self.scaling, name)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clean = self.clean(index)
+        rng = np.random.default_rng([self.seed, 1000 + self.code, index])
+        degraded = self.degradation(clean, rng)
+        return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(clean)}
+
+
 # --------------------------------------------------------------------------------------
 # the data module
 # --------------------------------------------------------------------------------------
@@ -433,22 +721,42 @@ class RestorationDataModule(L.LightningDataModule):
         bands: 0-based bands to keep (e.g. to drop dead bands).
         degradation: spec of :func:`hsi.data.degradations.build_degradation`
             (``gaussian30``, ``blind``, ``complex``, ``bicubic_x4``, or a dict).
-        holdout: ``regions`` (strips of the scene) or ``scenes`` (``val_images``/``test_images``).
+        holdout: ``regions`` (strips of the scene), ``scenes`` (``val_images``/``test_images``)
+            or ``collection`` (the scenes of a collection card such as ``icvl``).
         val_fraction, test_fraction: strip widths for ``holdout=regions``.
         val_images, test_images: held-out scene files for ``holdout=scenes``.
-        scaling: ``minmax`` (global, default), ``minmax_band`` or ``none``; fitted on training
-            data only.
+        test_list: for ``holdout=collection``, which of the card's ``test_scenes`` lists is
+            the test set (ICVL: ``gaussian``, 50 scenes, or ``complex``, 51 scenes, QRNN3D's
+            lists); may be left out when the card has one list. Scenes on *any* of the card's
+            lists never train (QRNN3D trains on the 100 ICVL scenes on neither list, and HSDT's
+            complex-noise model starts from its Gaussian one).
+        val_scenes: for ``holdout=collection``, scenes drawn with ``seed`` from the training
+            scenes to validate on (checkpoint selection); they never train. The papers
+            validate on test images; this keeps the test set unseen.
+        cache_scenes: for ``holdout=collection``, scenes held at once for training crops.
+            Memory bound: ``cache_scenes`` x one scene per loader process (``max(1,
+            num_workers)`` of them; an ICVL scene is ~220 MB as float32), plus about one more
+            scene while the reader loads one. A larger cache mixes more scenes into
+            consecutive batches, at that memory cost (see :class:`_CollectionCrops`).
+        scaling: ``minmax`` (global, default), ``minmax_band``, ``minmax_scene`` (collections:
+            each cube by its own min and max, as the papers do) or ``none``; global scalings are
+            fitted on training data only (for a collection, streaming one scene at a time).
         crop_size: side of the training crops (high-resolution pixels; HSDT/QRNN3D: 64).
         crops_per_epoch: training crops drawn per epoch.
-        eval_tile: evaluate held-out parts in tiles of this side (``None``: whole parts).
+        eval_tile: evaluate held-out parts in tiles of this side (``None``: whole parts;
+            not with a collection).
+        eval_center_crop: evaluate only the central square of this side of each held-out
+            image (QRNN3D/HSDT test on the central 512 x 512 of each ICVL scene); ``None``:
+            whole images.
         band_window: train on random windows of this many contiguous bands (``None``: all
             bands). HSDT's authors train on 31-band ICVL crops and run the same network on
             other band counts (``model_kwargs: {flex: true}``); windows make a training step
             on a 200-band scene ~6x cheaper. Validation and test still use every band, so
             the model must accept any band count; the task's ``in_bands`` becomes the window.
         augment: random flips/rotations of training crops.
-        seed: seeds crops, augmentation and noise.
-        batch_size, num_workers: loader settings (evaluation of whole parts uses batch 1).
+        seed: seeds crops, augmentation, noise and the choice of validation scenes.
+        batch_size, num_workers: loader settings (evaluation of whole parts, and of every
+            collection image, uses batch 1).
     """
 
     def __init__(
@@ -461,15 +769,19 @@ class RestorationDataModule(L.LightningDataModule):
         pixels_shape: list[int] | None = None,
         bands: list[int] | None = None,
         degradation: str | dict[str, Any] = "gaussian30",
-        holdout: Literal["regions", "scenes"] = "regions",
+        holdout: Literal["regions", "scenes", "collection"] = "regions",
         val_fraction: float = 0.15,
         test_fraction: float = 0.25,
         val_images: list[str] | None = None,
         test_images: list[str] | None = None,
-        scaling: Literal["minmax", "minmax_band", "none"] = "minmax",
+        test_list: str | None = None,
+        val_scenes: int = 5,
+        cache_scenes: int = 4,
+        scaling: Literal["minmax", "minmax_band", "minmax_scene", "none"] = "minmax",
         crop_size: int = 64,
         crops_per_epoch: int = 1000,
         eval_tile: int | None = None,
+        eval_center_crop: int | None = None,
         band_window: int | None = None,
         augment: bool = True,
         seed: int = 0,
@@ -495,14 +807,34 @@ class RestorationDataModule(L.LightningDataModule):
         elif holdout == "scenes":
             if not val_images or not test_images:
                 raise ConfigError("holdout: scenes needs val_images and test_images (files)")
+        elif holdout == "collection":
+            self._check_collection_args(
+                dataset, val_images, test_images, val_scenes, cache_scenes, eval_tile
+            )
         else:
-            raise ConfigError(f"holdout must be 'regions' or 'scenes', got {holdout!r}")
+            raise ConfigError(
+                f"holdout must be 'regions', 'scenes' or 'collection', got {holdout!r}"
+            )
+        if holdout != "collection" and test_list is not None:
+            raise ConfigError("test_list picks a collection's test scenes: use holdout: collection")
+        if holdout != "collection" and scaling == "minmax_scene":
+            raise ConfigError(
+                "scaling minmax_scene scales each scene of a collection by itself; with "
+                f"holdout {holdout} use minmax (fitted on the training part)"
+            )
         if crops_per_epoch < 1 or batch_size < 1:
             raise ConfigError("crops_per_epoch and batch_size must be >= 1")
         if band_window is not None and band_window < 1:
             raise ConfigError(f"band_window must be >= 1 (or null: all bands), got {band_window}")
         if eval_tile is not None and eval_tile % self.scale:
             raise ConfigError(f"eval_tile {eval_tile} must be a multiple of the scale {self.scale}")
+        if eval_center_crop is not None and (
+            eval_center_crop < _MIN_EVAL_SIDE or eval_center_crop % self.scale
+        ):
+            raise ConfigError(
+                f"eval_center_crop {eval_center_crop} must be at least {_MIN_EVAL_SIDE} (the "
+                f"SSIM window) and a multiple of the scale {self.scale}"
+            )
         self.dataset, self.image, self.root = dataset, image, root
         self.image_variable, self.layout, self.pixels_shape = image_variable, layout, pixels_shape
         self.bands = bands
@@ -510,16 +842,49 @@ class RestorationDataModule(L.LightningDataModule):
         self.holdout = holdout
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.val_images, self.test_images = list(val_images or []), list(test_images or [])
+        self.test_list, self.val_scenes, self.cache_scenes = test_list, val_scenes, cache_scenes
         self.scaling_method = scaling
         self.crop_size, self.crops_per_epoch, self.eval_tile = crop_size, crops_per_epoch, eval_tile
+        self.eval_center_crop = eval_center_crop
         self.band_window = band_window
         self.augment, self.seed = augment, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cubes: list[np.ndarray] | None = None
+        self.collection: _SceneCollection | None = None
         self.sources: list[str] = []
         self.regions: dict[str, list[Region]] = {}
         self.scaling: Scaling | None = None
         self.wavelengths: list[float] | None = None
+        self._n_bands = 0
+
+    @staticmethod
+    def _check_collection_args(
+        dataset: str | None,
+        val_images: list[str] | None,
+        test_images: list[str] | None,
+        val_scenes: int,
+        cache_scenes: int,
+        eval_tile: int | None,
+    ) -> None:
+        if dataset is None:
+            raise ConfigError(
+                "holdout: collection needs dataset=<a restoration card with several scenes, "
+                "e.g. icvl>, not image="
+            )
+        if val_images or test_images:
+            raise ConfigError(
+                "holdout: collection takes its test scenes from the card (test_list) and draws "
+                "val_scenes from the rest; drop val_images/test_images"
+            )
+        if val_scenes < 1 or cache_scenes < 1:
+            raise ConfigError(
+                f"val_scenes and cache_scenes must be >= 1, got {val_scenes} and {cache_scenes}"
+            )
+        if eval_tile is not None:
+            raise ConfigError(
+                "eval_tile is not used with holdout: collection; evaluate each held-out scene "
+                "whole or its central square (eval_center_crop)"
+            )
 
     # ---- facts the task needs ----------------------------------------------------------
     @property
@@ -531,8 +896,7 @@ class RestorationDataModule(L.LightningDataModule):
     def in_bands(self) -> int:
         """Bands of a training input: the cube's, or ``band_window`` when set."""
         self.setup()
-        assert self.cubes is not None
-        bands = int(self.cubes[0].shape[0])
+        bands = self._n_bands
         if self.band_window is None:
             return bands
         if self.band_window > bands:
@@ -551,7 +915,10 @@ class RestorationDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.cubes is not None:
+        if self.cubes is not None or self.collection is not None:
+            return
+        if self.holdout == "collection":
+            self._setup_collection()
             return
         main = self._load(dataset=self.dataset, image=self.image)
         raw = [np.asarray(main.data, dtype=np.float32)]
@@ -589,6 +956,7 @@ class RestorationDataModule(L.LightningDataModule):
         train_pixels = [raw[r.scene][:, r.r0 : r.r1, r.c0 : r.c1] for r in self.regions["train"]]
         self.scaling = Scaling.fit(self.scaling_method, train_pixels)
         self.cubes = [self.scaling.apply(c) for c in raw]
+        self._n_bands = int(self.cubes[0].shape[0])
         log.info(
             "restoration data: %s, %d bands, regions %s, scaling %s, degradation %s",
             ", ".join(self.sources),
@@ -598,13 +966,106 @@ class RestorationDataModule(L.LightningDataModule):
             self.degradation.describe(),
         )
 
+    def _split_collection(self, scenes: Any) -> dict[str, list[str]]:
+        """Test: the card's ``test_list``; validation: ``val_scenes`` drawn with the seed
+        from the scenes on none of the card's lists; training: the rest of those."""
+        card = scenes.card
+        if not card.test_scenes:
+            raise ConfigError(
+                f"{card.name} lists no test scenes (test_scenes in its card), so holdout: "
+                "collection has nothing to test on; add the papers' list to the card, or use "
+                "holdout: scenes with val_images/test_images"
+            )
+        test_list = self.test_list
+        if test_list is None:
+            if len(card.test_scenes) != 1:
+                raise ConfigError(
+                    f"{card.name} has several test lists; name one with test_list "
+                    f"({', '.join(card.test_scenes)})"
+                )
+            test_list = next(iter(card.test_scenes))
+        test = scenes.split(test_list).scene_names  # every listed scene must be present
+        listed = {n for names in card.test_scenes.values() for n in names}
+        rest = [n for n in scenes.scene_names if n not in listed]
+        if len(rest) <= self.val_scenes:
+            raise DataError(
+                f"{card.name}: {len(rest)} scenes under {scenes.paths[0].parent} are on none of "
+                f"its test lists, too few for {self.val_scenes} validation scenes and training; "
+                "add the training scenes or lower val_scenes"
+            )
+        pick = np.random.default_rng([self.seed, 11]).choice(len(rest), self.val_scenes, False)
+        val = [rest[i] for i in sorted(pick.tolist())]
+        train = [n for n in rest if n not in set(val)]
+        self.test_list = test_list
+        return {"train": train, "val": val, "test": list(test)}
+
+    def _setup_collection(self) -> None:
+        from hsi.data.registry import RestorationScenes, load_dataset
+
+        scenes = load_dataset(str(self.dataset), root=self.root)
+        if not isinstance(scenes, RestorationScenes):
+            raise ConfigError(
+                f"{self.dataset} is a labelled (classification) scene; holdout: collection "
+                "needs a restoration card with several scenes (e.g. icvl)"
+            )
+        card = scenes.card
+        if self.bands is not None:
+            bad = [b for b in self.bands if not 0 <= int(b) < card.bands]
+            if bad:
+                raise ConfigError(f"bands {bad} do not exist in {card.name} ({card.bands} bands)")
+        collection = _SceneCollection(scenes, self._split_collection(scenes), self.bands)
+        self._n_bands = len(self.bands) if self.bands is not None else card.bands
+        wl = card.wavelengths_nm
+        if wl is not None:
+            self.wavelengths = [float(wl[int(b)]) for b in (self.bands or range(len(wl)))]
+        self.sources = [str(scenes.paths[0].parent)]
+        self.scaling = self._fit_collection_scaling(collection)
+        self.collection = collection
+        log.info(
+            "restoration data: %s, %d bands, %d training / %d validation (%s) / %d test scenes "
+            "(%s list), scaling %s, degradation %s",
+            self.sources[0],
+            self._n_bands,
+            *(len(collection.parts[p]) for p in ("train", "val")),
+            ", ".join(collection.parts["val"]),
+            len(collection.parts["test"]),
+            self.test_list,
+            self.scaling.method,
+            self.degradation.describe(),
+        )
+
+    def _fit_collection_scaling(self, collection: _SceneCollection) -> Scaling:
+        """The per-scene rule, or a global scaling fitted on the training scenes streaming:
+        one scene at a time, summarised by its per-band min and max."""
+        if self.scaling_method == "minmax_scene":
+            return Scaling.per_scene()
+        summaries = []
+        for name in collection.parts["train"]:
+            flat = collection.read(name)
+            flat = flat.reshape(flat.shape[0], -1)
+            summaries.append(np.stack([flat.min(axis=1), flat.max(axis=1)], -1)[:, None, :])
+        return Scaling.fit(self.scaling_method, summaries)
+
     def _whole(self, index: int, cube: SpectralCube) -> Region:
         s = self.scale
         return Region(index, 0, cube.height // s * s, 0, cube.width // s * s)
 
     # ---- loaders -----------------------------------------------------------------------
-    def train_dataset(self) -> _TrainCrops:
+    def train_dataset(self) -> _TrainCrops | _CollectionCrops:
         self.setup()
+        assert self.scaling is not None
+        if self.collection is not None:
+            return _CollectionCrops(
+                self.collection,
+                self.scaling,
+                self.crop_size,
+                self.crops_per_epoch,
+                self.degradation,
+                self.seed,
+                self.augment,
+                self.band_window,
+                self.cache_scenes,
+            )
         assert self.cubes is not None
         return _TrainCrops(
             self.cubes,
@@ -617,19 +1078,35 @@ class RestorationDataModule(L.LightningDataModule):
             self.band_window,
         )
 
-    def eval_dataset(self, part: str) -> _EvalImages:
+    def eval_dataset(self, part: str) -> _EvalImages | _CollectionImages:
         self.setup()
+        assert self.scaling is not None
+        if self.collection is not None:
+            return _CollectionImages(
+                self.collection,
+                part,
+                self.scaling,
+                self.degradation,
+                self.seed,
+                self.eval_center_crop,
+                self.scale,
+            )
         assert self.cubes is not None
-        return _EvalImages(
-            self.cubes, self.regions[part], self.degradation, self.seed, part, self.eval_tile
-        )
+        regions = self.regions[part]
+        if self.eval_center_crop is not None:
+            regions = [_center_box(r, self.eval_center_crop, f"{part} part") for r in regions]
+        return _EvalImages(self.cubes, regions, self.degradation, self.seed, part, self.eval_tile)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.train_dataset()
+        if isinstance(ds, _CollectionCrops):
+            sampler: Sampler[int] = GroupedEpochSampler(ds.block_starts(), self.seed)
+        else:
+            sampler = EpochSampler(len(ds), self.seed)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(ds), self.seed),
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
@@ -637,7 +1114,10 @@ class RestorationDataModule(L.LightningDataModule):
 
     def _eval_loader(self, part: str) -> DataLoader:
         ds = self.eval_dataset(part)
-        same_size = len({(b.height, b.width) for b in ds.boxes}) == 1
+        # A collection's images are scored one at a time, as the papers do: a batch of
+        # 512 x 512 x 31 images through a 3-D network would need many GB.
+        sizes = {(b.height, b.width) for b in ds.boxes} if isinstance(ds, _EvalImages) else set()
+        same_size = len(sizes) == 1
         return DataLoader(
             ds,
             batch_size=self.batch_size if same_size else 1,
@@ -654,14 +1134,20 @@ class RestorationDataModule(L.LightningDataModule):
     def smallest_eval_side(self) -> int:
         """Smallest side (high-resolution pixels) of a validation/test image."""
         self.setup()
-        boxes = self.eval_dataset("val").boxes + self.eval_dataset("test").boxes
-        return min(min(b.height, b.width) for b in boxes)
+        sides = []
+        for part in ("val", "test"):
+            ds = self.eval_dataset(part)
+            if isinstance(ds, _CollectionImages):
+                sides += [ds.side(i) for i in range(len(ds))]
+            else:
+                sides += [min(b.height, b.width) for b in ds.boxes]
+        return min(sides)
 
     # ---- what a report and a checkpoint need ------------------------------------------
     def describe(self) -> dict[str, Any]:
         self.setup()
         assert self.scaling is not None
-        return {
+        out = {
             "dataset": self.dataset or "custom",
             "sources": list(self.sources),
             "bands": self.bands,
@@ -674,9 +1160,18 @@ class RestorationDataModule(L.LightningDataModule):
             "band_window": self.band_window,
             "crops_per_epoch": self.crops_per_epoch,
             "eval_tile": self.eval_tile,
+            "eval_center_crop": self.eval_center_crop,
             "seed": self.seed,
             "wavelengths": self.wavelengths,
         }
+        if self.collection is not None:
+            out.update(
+                test_list=self.test_list,
+                val_scenes=self.val_scenes,
+                cache_scenes=self.cache_scenes,
+                scenes={k: list(v) for k, v in self.collection.parts.items()},
+            )
+        return out
 
 
 def regions_overlap(a: Region, b: Region) -> bool:

@@ -24,7 +24,7 @@ from hsi.errors import ConfigError
 from hsi.metrics import classification_metrics
 from hsi.models.registry import create_model, get_model_class
 from hsi.tasks.checkpointing import ExportableCheckpoint
-from hsi.tasks.training import EpochTimer, make_optimizer, standard_scheduler
+from hsi.tasks.training import EpochTimer, make_optimizer, report_folder, standard_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,9 @@ class ClassificationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             return
         from hsi.reports import write_classification_report
 
-        out_dir = Path(self.report_dir or self.trainer.log_dir or ".")
+        out_dir = report_folder(self.report_dir, self.trainer, "classification")
+        if out_dir is None:
+            return
         prediction = None
         dm = getattr(self.trainer, "datamodule", None)
         if self.predict_map_after_test and dm is not None and hasattr(dm, "predict_dataloader"):

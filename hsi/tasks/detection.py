@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -28,6 +27,7 @@ from hsi.detection.matching import MatchWeights, SetCriterion, to_pixels
 from hsi.detection.metrics import DEFAULT_RADIUS, point_average_precision, point_recall_by_size
 from hsi.errors import ConfigError
 from hsi.models.registry import create_model
+from hsi.tasks.training import report_folder
 
 log = logging.getLogger(__name__)
 COCO_MAX_DETECTIONS = 100
@@ -259,7 +259,9 @@ class DetectionTask(L.LightningModule):
         self._reset_eval()
         if not self.trainer.is_global_zero or not metrics:
             return
-        out_dir = Path(self.report_dir or self.trainer.log_dir or ".")
+        out_dir = report_folder(self.report_dir, self.trainer, "detection")
+        if out_dir is None:
+            return
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "detection_report.json"
         report = {

@@ -34,7 +34,7 @@ from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.models.registry import create_model, get_model_class
 from hsi.tasks.checkpointing import ExportableCheckpoint
-from hsi.tasks.training import EpochTimer, make_optimizer, standard_scheduler
+from hsi.tasks.training import EpochTimer, make_optimizer, report_folder, standard_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,9 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             return
         from hsi.data.writers import atomic_output
 
-        out_dir = Path(self.report_dir or self.trainer.log_dir or ".")
+        out_dir = report_folder(self.report_dir, self.trainer, "restoration")
+        if out_dir is None:
+            return
         report = {
             "task": self.kind,
             "metrics": values,
@@ -313,6 +315,13 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        if getattr(get_model_class(hp.model), "training_free", False):
+            # unsupervised restorers (HIR-Diff, DDS2M) fit nothing to training data; without
+            # this, `hsi fit` would fail later with an empty-optimizer or no-grad traceback
+            raise ConfigError(
+                f"{hp.model} is training-free (unsupervised): evaluate it with "
+                f"`hsi test --config ...` or apply it with `hsi predict --model {hp.model} ...`"
+            )
         opt = make_optimizer(
             self.net.parameters(), hp.optimizer, hp.lr, hp.weight_decay, ("adam", "adamw")
         )

@@ -7,13 +7,17 @@ thing in every task, and the seconds per epoch every report prints measured the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from hsi.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def make_optimizer(
@@ -69,3 +73,16 @@ class EpochTimer:
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
         self.log("train/epoch_seconds", seconds)  # type: ignore[attr-defined]
+
+
+def report_folder(report_dir: str | None, trainer: Any, what: str) -> Path | None:
+    """Where ``hsi test`` writes a task's report: ``report_dir``, else the run's log folder.
+
+    ``None`` (and a log line) when the run has neither, e.g. a ``Trainer(logger=False)`` in a
+    script, whose ``log_dir`` would be the working directory: a report is never dropped there.
+    """
+    folder = report_dir or (trainer.log_dir if trainer.logger is not None else None)
+    if folder is None:
+        log.info("no report_dir and no logger: %s report not written", what)
+        return None
+    return Path(folder)
