@@ -159,9 +159,11 @@ def _methods(args: argparse.Namespace, noise: str) -> list[tuple[str, Callable]]
 
 
 def _read_results(path: Path) -> list[dict]:
+    """The rows of ``path``, one per (crop, noise, method): the last one written wins."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return list({(r["crop"], r["noise"], r["method"]): r for r in rows}.values())
 
 
 def _table(rows: list[dict]) -> str:
@@ -197,7 +199,6 @@ def main() -> None:
     crops, boxes = _crops(args.crop)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["crop"], r["noise"], r["method"]) for r in _read_results(results)}
     notes = [_training_scene_note(f"prior {p}", load_prior(p, k=3).meta, boxes, args.crop)
              for p in args.prior]  # fmt: skip
     notes += [_training_scene_note(f"HSDT {c}", _load_hsdt(c)[1], boxes, args.crop)
@@ -207,6 +208,8 @@ def main() -> None:
         noisy = [degrade(c, np.random.default_rng(i)).astype(np.float32)
                  for i, c in enumerate(crops)]  # fmt: skip
         for name, fn in _methods(args, noise):
+            # Re-read before every row: another run may be filling the same file.
+            done = {(r["crop"], r["noise"], r["method"]) for r in _read_results(results)}
             if (args.crop, noise, name) in done:
                 continue
             scores, elapsed = [], 0.0

@@ -36,6 +36,7 @@ ALL_SPECS = [
     "impulse",
     "bicubic_x2",
     "gaussian_blur_x2",
+    "block_mean_x2",
     {"name": "compose", "steps": ["bicubic_x2", "gaussian10"]},
 ]
 
@@ -47,7 +48,9 @@ def test_seeded_reproducible_and_input_untouched(spec) -> None:
     d = build_degradation(spec)
     a, b = d(x, _rng(3)), d(x, _rng(3))
     np.testing.assert_array_equal(a, b)
-    random = not (isinstance(spec, str) and spec.startswith(("bicubic", "gaussian_blur")))
+    random = not (
+        isinstance(spec, str) and spec.startswith(("bicubic", "gaussian_blur", "block_mean"))
+    )
     if random:  # only pure resampling is deterministic
         assert not np.array_equal(a, d(x, _rng(4)))
     np.testing.assert_array_equal(x, before)  # degradations copy, never modify the clean cube
@@ -160,6 +163,19 @@ def test_gaussian_blur_down_decimates_block_centres() -> None:
     y = build_degradation({"name": "gaussian_blur_down", "factor": 4, "blur_sigma": 1.0})(x, _rng())
     assert y.shape == (2, 4, 4)
     np.testing.assert_allclose(y, 0.3, atol=1e-6)
+
+
+def test_block_mean_down_is_the_diffusion_sr_operator() -> None:
+    import torch
+
+    from hsi.diffusion.operators import DegradationOperator
+
+    x = _clean()
+    y = build_degradation("block_mean_x4")(x, _rng())
+    assert y.shape == (12, 10, 15)
+    assert y[3, 0, 0] == pytest.approx(float(x[3, :4, :4].mean()), rel=1e-5)
+    expected = DegradationOperator("sr", scale=4)(torch.from_numpy(x).double()).numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-5)
 
 
 def test_compose_downsamples_then_adds_noise() -> None:
