@@ -4,7 +4,6 @@ and the errors for what they cannot do (train, bad kwargs, a prior of another k)
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from hsi.cli import main
 from hsi.data.cube import SpectralCube
 from hsi.data.readers import read_cube
 from hsi.data.writers import write_geotiff
-from hsi.diffusion.hirdiff import hirdiff_restore
 from hsi.diffusion.prior import DiffusionPriorTask
 from hsi.diffusion.unet import SmallUNet
 from hsi.errors import ConfigError, DataError
@@ -31,10 +29,6 @@ from hsi.tasks import RestorationTask
 torch.set_num_threads(1)
 
 BANDS = 8
-HIRDIFF_SR = "task" in inspect.signature(hirdiff_restore).parameters
-needs_sr = pytest.mark.skipif(
-    not HIRDIFF_SR, reason="hirdiff_restore has no task='sr' yet (the lead is adding it)"
-)
 TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1}
 
 
@@ -81,7 +75,6 @@ def test_shapes_for_denoising_and_super_resolution() -> None:
     assert dds_sr.min_tile == 4  # VS2M's 8 high-resolution pixels
 
 
-@needs_sr
 def test_hirdiff_super_resolution_shape() -> None:
     x = torch.from_numpy(_clean(8, 8))[None]
     model = create_model("hirdiff", in_bands=BANDS, scale=2, steps=2, progress=False)
@@ -263,7 +256,6 @@ def test_predict_with_a_model_restores_a_georeferenced_scene(tmp_path: Path) -> 
     assert lo > 50  # far from [0, 1]
 
 
-@needs_sr
 def test_predict_model_super_resolution_via_the_cli(tmp_path: Path, capsys) -> None:
     scene = _scene(tmp_path, _clean(12, 12))
     out = tmp_path / "sr.tif"

@@ -392,14 +392,28 @@ class _TrainCrops(Dataset):
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         rng, k, r, c = self._draw(key)
         cube = self.cubes[self.regions[k].scene]
-        clean = cube[:, r : r + self.crop, c : c + self.crop]
-        if self.band_window is not None:
-            b0 = int(rng.integers(cube.shape[0] - self.band_window + 1))
-            clean = clean[b0 : b0 + self.band_window]
-        if self.augment:
-            clean = _augment(clean, rng)
-        degraded = self.degradation(clean, rng)
-        return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(np.array(clean))}
+        return _training_pair(
+            cube[:, r : r + self.crop, c : c + self.crop], self.band_window, self.augment,
+            self.degradation, rng,
+        )  # fmt: skip
+
+
+def _training_pair(
+    clean: np.ndarray,
+    band_window: int | None,
+    augment: bool,
+    degradation: Degradation,
+    rng: np.random.Generator,
+) -> dict[str, torch.Tensor]:
+    """One training item from a clean crop: a random band window, flips/rotations, then the
+    degradation, all drawn from the item's own generator (so the item is reproducible)."""
+    if band_window is not None:
+        b0 = int(rng.integers(clean.shape[0] - band_window + 1))
+        clean = clean[b0 : b0 + band_window]
+    if augment:
+        clean = _augment(clean, rng)
+    degraded = degradation(clean, rng)
+    return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(np.array(clean))}
 
 
 class EpochSampler(Sampler[int]):
@@ -617,14 +631,10 @@ class _CollectionCrops(Dataset):
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         rng, _, cube, r, c = self._draw(key)
-        clean = cube[:, r : r + self.crop, c : c + self.crop]
-        if self.band_window is not None:
-            b0 = int(rng.integers(cube.shape[0] - self.band_window + 1))
-            clean = clean[b0 : b0 + self.band_window]
-        if self.augment:
-            clean = _augment(clean, rng)
-        degraded = self.degradation(clean, rng)
-        return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(np.array(clean))}
+        return _training_pair(
+            cube[:, r : r + self.crop, c : c + self.crop], self.band_window, self.augment,
+            self.degradation, rng,
+        )  # fmt: skip
 
 
 class GroupedEpochSampler(Sampler[int]):

@@ -29,7 +29,6 @@ whose docstrings list every deliberate difference from the authors' code):
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -222,8 +221,6 @@ class HIRDiffRestorer(_TrainingFreeRestorer):
         )
         if self.scale == 1:
             return hirdiff_restore(image, self._eps, **kwargs)
-        if "task" not in inspect.signature(hirdiff_restore).parameters:
-            raise ConfigError("this hsi's hirdiff_restore has no super-resolution (task='sr')")
         return hirdiff_restore(image, self._eps, **kwargs, task="sr", scale=self.scale)
 
 
