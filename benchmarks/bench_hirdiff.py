@@ -166,6 +166,17 @@ def _read_results(path: Path) -> list[dict]:
     return list({(r["crop"], r["noise"], r["method"]): r for r in rows}.values())
 
 
+_METHOD_ORDER = ("noisy", "Gaussian filter", "BM4D", "HSDT", "DDS2M", "HIR-Diff")
+
+
+def _row_order(row: dict) -> tuple:
+    """Crop size, then the noise order of ``--noise``'s default, then classical -> learned."""
+    noises = ["gaussian30", "gaussian50", "case5"]
+    noise = noises.index(row["noise"]) if row["noise"] in noises else len(noises)
+    method = next((i for i, m in enumerate(_METHOD_ORDER) if row["method"].startswith(m)), 99)
+    return (row["crop"], noise, row["noise"], method, row["method"])
+
+
 def _table(rows: list[dict]) -> str:
     lines = [
         "| crop | noise | method | MPSNR | MSSIM | SAM (°) | s / crop |",
@@ -226,7 +237,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(_table([row]).splitlines()[-1], flush=True)
 
-    rows = sorted(_read_results(results), key=lambda r: (r["crop"], r["noise"]))
+    rows = sorted(_read_results(results), key=_row_order)
     text = (
         "Denoising real AVIRIS Indian Pines crops (all 200 bands, min-max scaled per cube; crops "
         + "; ".join(f"{s}x{s}: rows/cols " + ", ".join(f"{r}-{r + s - 1}/{c}-{c + s - 1}"
