@@ -104,7 +104,13 @@ def _load_hsdt(path: str) -> tuple[torch.nn.Module, dict]:
     return task.eval(), {"data": task.data_description or {}}
 
 
-def _methods(args: argparse.Namespace, noise: str) -> list[tuple[str, Callable]]:
+def _methods(
+    args: argparse.Namespace,
+    noise: str,
+    hsdts: list[tuple[str, torch.nn.Module]],
+    priors: list[tuple[str, torch.nn.Module, torch.Tensor | None]],
+) -> list[tuple[str, Callable]]:
+    """The rows to run for ``noise``: models come loaded (once per run, not per noise)."""
     sigma = _noise_sigma(noise)
     methods: list[tuple[str, Callable]] = [("noisy input", lambda n: n)]
     if args.baselines:
@@ -119,19 +125,12 @@ def _methods(args: argparse.Namespace, noise: str) -> list[tuple[str, Callable]]
                 ),
             ),
         ]
-    for label, ckpt in args.hsdt:
-        task, _ = _load_hsdt(ckpt)
+    for label, task in hsdts:
 
         def run_hsdt(n: np.ndarray, task=task) -> np.ndarray:
             return task.restore(torch.from_numpy(n)[None])[0].clamp(0, 1).numpy()
 
-        methods.append((f"{label} ({Path(ckpt).name})", run_hsdt))
-    torch.manual_seed(0)
-    priors = [("HIR-Diff, untrained prior", SmallUNet(3).eval(), None)]
-    for path in args.prior:
-        prior = load_prior(path, k=3)
-        priors.append((f"HIR-Diff, prior {Path(path).parent.parent.parent.name}/"
-                       f"{Path(path).name}", prior, prior.alphas_cumprod))  # fmt: skip
+        methods.append((label, run_hsdt))
     for name, model, abar in priors:
         methods.append(
             (
@@ -210,15 +209,26 @@ def main() -> None:
     crops, boxes = _crops(args.crop)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    notes = [_training_scene_note(f"prior {p}", load_prior(p, k=3).meta, boxes, args.crop)
-             for p in args.prior]  # fmt: skip
-    notes += [_training_scene_note(f"HSDT {c}", _load_hsdt(c)[1], boxes, args.crop)
-              for _, c in args.hsdt]  # fmt: skip
+    torch.manual_seed(0)
+    priors: list[tuple[str, torch.nn.Module, torch.Tensor | None]] = [
+        ("HIR-Diff, untrained prior", SmallUNet(3).eval(), None)
+    ]
+    notes = []
+    for path in args.prior:
+        prior = load_prior(path, k=3)
+        priors.append((f"HIR-Diff, prior {Path(path).parent.parent.parent.name}/"
+                       f"{Path(path).name}", prior, prior.alphas_cumprod))  # fmt: skip
+        notes.append(_training_scene_note(f"prior {path}", prior.meta, boxes, args.crop))
+    hsdts = []
+    for label, ckpt in args.hsdt:
+        task, meta = _load_hsdt(ckpt)
+        hsdts.append((f"{label} ({Path(ckpt).name})", task))
+        notes.append(_training_scene_note(f"HSDT {ckpt}", meta, boxes, args.crop))
     for noise in args.noise:
         degrade = build_degradation(noise)
         noisy = [degrade(c, np.random.default_rng(i)).astype(np.float32)
                  for i, c in enumerate(crops)]  # fmt: skip
-        for name, fn in _methods(args, noise):
+        for name, fn in _methods(args, noise, hsdts, priors):
             # Re-read before every row: another run may be filling the same file.
             done = {(r["crop"], r["noise"], r["method"]) for r in _read_results(results)}
             if (args.crop, noise, name) in done:

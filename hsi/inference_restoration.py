@@ -262,6 +262,32 @@ def _scene_scaling(scene: Any, rows: int) -> Scaling:
     return Scaling("minmax", [lo] * scene.bands, [hi] * scene.bands)
 
 
+def _checkpoint_scaling(
+    task: Any, scene: Any, scaling: str, checkpoint: PathLike
+) -> Scaling | None:
+    """The checkpoint's [0, 1] scaling for ``scene``, or None when the scene is to be scaled
+    by its own range (``--scaling scene``, or a ``minmax_scene`` checkpoint); refuses a band
+    count the model cannot take (another one is fine only for a band-agnostic model, e.g.
+    HSDT with ``flex``, on a scene-scaled cube)."""
+    fixed = task.get_scaling()
+    per_scene = fixed.method == "minmax_scene"
+    expected = int(task.hparams.in_bands) if per_scene else fixed.bands
+    scene_scaled = scaling == "scene" or per_scene
+    flex = bool(getattr(task.net, "flex", False))
+    if scene.bands != expected and not (scene_scaled and flex):
+        hint = (
+            "; this model takes any band count: add --scaling scene to scale the scene by its "
+            "own range"
+            if flex
+            else "; use a scene of the same sensor and band selection"
+        )
+        raise DataError(
+            f"{scene.source} has {scene.bands} bands but checkpoint {checkpoint} was trained on "
+            f"{expected}{hint}"
+        )
+    return None if scene_scaled else fixed
+
+
 def restore_scene(
     checkpoint: PathLike | None = None,
     inputs: PathLike | Sequence[PathLike] | None = None,
@@ -326,13 +352,12 @@ def restore_scene(
         )
     if scaling not in ("checkpoint", "scene"):
         raise ConfigError(f"scaling must be 'checkpoint' or 'scene', got {scaling!r}")
-    scene_scaled = True
     if checkpoint is not None and model_kwargs is not None:
         raise ConfigError("model_kwargs go with --model, not with a checkpoint")
     if inputs is None or output is None:
         raise ConfigError("restore_scene needs inputs (the scene) and output (the GeoTIFF)")
     dev = _torch_device(device)
-    task = None
+    task, fixed = None, None  # fixed: a checkpoint's scaling; None = fit on the scene
     if checkpoint is not None:
         task = _load_task(checkpoint, dev)
         trained_scale = int(task.hparams.scale or 1)
@@ -355,21 +380,7 @@ def restore_scene(
         source: dict[str, Any] = {"model": model, "model_kwargs": dict(task.hparams.model_kwargs)}
     else:
         source = {"checkpoint": str(checkpoint)}
-        fixed = task.get_scaling()
-        scene_scaled = scaling == "scene" or fixed.method == "minmax_scene"
-        expected = int(task.hparams.in_bands) if fixed.method == "minmax_scene" else fixed.bands
-        any_bands = scene_scaled and bool(getattr(task.net, "flex", False))
-        if scene.bands != expected and not any_bands:
-            hint = (
-                "; this model takes any band count: add --scaling scene to scale the scene by "
-                "its own range"
-                if getattr(task.net, "flex", False)
-                else "; use a scene of the same sensor and band selection"
-            )
-            raise DataError(
-                f"{scene.source} has {scene.bands} bands but checkpoint {checkpoint} was "
-                f"trained on {expected}{hint}"
-            )
+        fixed = _checkpoint_scaling(task, scene, scaling, checkpoint)
     if tile < task.min_tile:
         raise ConfigError(
             f"--tile {tile} is smaller than the {task.min_tile} pixels {task.hparams.model} "
@@ -381,7 +392,7 @@ def restore_scene(
             f"{scene.source} is {scene.height}x{scene.width} pixels, smaller than the "
             f"{task.min_tile} pixels {task.hparams.model} needs (its min_tile)"
         )
-    if checkpoint is None or scene_scaled:
+    if fixed is None:
         fitted = _scene_scaling(scene, th)
         task.scaling = fitted.state_dict()
         source["scaling_fitted_on_input"] = [fitted.lo[0], fitted.hi[0]]

@@ -295,19 +295,8 @@ def test_icvl_collection_fits_and_tests_on_the_gaussian_list(tmp_path) -> None:
     gauss = list(get_card("icvl").test_scenes["gaussian"])
     for name in [*gauss, *(f"train_{k}.mat" for k in range(5))]:
         _write_mat73(folder / name, (rng.random((16, 18, 31)) * 4000).astype(np.float32))
-    dm = RestorationDataModule(
-        dataset="icvl",
-        root=str(tmp_path),
-        holdout="collection",
-        test_list="gaussian",
-        val_scenes=2,
-        cache_scenes=2,
-        scaling="minmax_scene",
-        degradation="gaussian50",
-        crop_size=8,
-        crops_per_epoch=8,
-        eval_center_crop=12,
-        batch_size=4,
+    dm = _dm(
+        tmp_path, dataset="icvl", degradation="gaussian50", crops_per_epoch=8, eval_center_crop=12
     )
     out = tmp_path / "run"
     task = RestorationTask(model="_infra_tiny_denoiser", lr=1e-2, report_dir=str(out))

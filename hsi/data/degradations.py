@@ -355,12 +355,10 @@ def _check_divisible(x: np.ndarray, scale: int, what: str) -> None:
         )
 
 
-@_register
 @dataclass(frozen=True)
-class BicubicDown(Degradation):
-    """Antialiased bicubic downsampling by ``scale`` (like MATLAB ``imresize``)."""
+class _Downsample(Degradation):
+    """A spatial downsampling by the integer ``factor`` (the degradation's ``scale``)."""
 
-    name: ClassVar[str] = "bicubic_down"
     factor: int = 4
 
     def __post_init__(self) -> None:
@@ -369,6 +367,14 @@ class BicubicDown(Degradation):
     @property
     def scale(self) -> int:  # type: ignore[override]
         return self.factor
+
+
+@_register
+@dataclass(frozen=True)
+class BicubicDown(_Downsample):
+    """Antialiased bicubic downsampling by ``scale`` (like MATLAB ``imresize``)."""
+
+    name: ClassVar[str] = "bicubic_down"
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         import torch
@@ -384,22 +390,17 @@ class BicubicDown(Degradation):
 
 @_register
 @dataclass(frozen=True)
-class GaussianBlurDown(Degradation):
+class GaussianBlurDown(_Downsample):
     """Gaussian blur (std ``blur_sigma`` px, default ``factor / 2``), then keep every
     ``factor``-th pixel starting at ``factor // 2`` (the centre of each block)."""
 
     name: ClassVar[str] = "gaussian_blur_down"
-    factor: int = 4
     blur_sigma: float | None = None
 
     def __post_init__(self) -> None:
-        _check_scale(self.factor, self.name)
+        super().__post_init__()
         if self.blur_sigma is not None and not self.blur_sigma > 0:
             raise ConfigError(f"{self.name}: blur_sigma must be > 0, got {self.blur_sigma}")
-
-    @property
-    def scale(self) -> int:  # type: ignore[override]
-        return self.factor
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from scipy.ndimage import gaussian_filter
@@ -413,20 +414,12 @@ class GaussianBlurDown(Degradation):
 
 @_register
 @dataclass(frozen=True)
-class BlockMeanDown(Degradation):
+class BlockMeanDown(_Downsample):
     """Mean of each ``factor`` x ``factor`` block: the operator the diffusion restorers
     (HIR-Diff, DDS2M in :mod:`hsi.diffusion.operators`) invert in closed form, so their SR
     data term matches the data exactly (with ``bicubic_x`` data it is slightly mismatched)."""
 
     name: ClassVar[str] = "block_mean_down"
-    factor: int = 4
-
-    def __post_init__(self) -> None:
-        _check_scale(self.factor, self.name)
-
-    @property
-    def scale(self) -> int:  # type: ignore[override]
-        return self.factor
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check_divisible(x, self.factor, self.name)

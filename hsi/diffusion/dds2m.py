@@ -64,7 +64,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from hsi.diffusion.operators import TASKS, DegradationOperator
+from hsi.diffusion.operators import DegradationOperator, check_task_args
 from hsi.diffusion.schedules import make_alphas_cumprod, timestep_subsequence
 from hsi.errors import ConfigError, DataError
 
@@ -278,8 +278,6 @@ def _as_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _check_inputs(degraded, task, mask, scale, rank, steps, iters_per_step, lr, sigma):
-    if task not in TASKS:
-        raise ConfigError(f"unknown DDS2M task {task!r}; choose one of {', '.join(TASKS)}")
     y = _as_tensor(degraded, "the degraded cube")
     if y.ndim != 3:
         raise DataError(f"DDS2M takes a (bands, H, W) cube, got shape {tuple(y.shape)}")
@@ -303,33 +301,9 @@ def _check_inputs(degraded, task, mask, scale, rank, steps, iters_per_step, lr, 
         raise ConfigError(f"lr must be > 0, got {lr}")
     if sigma is not None and not sigma >= 0:
         raise ConfigError(f"sigma (noise std on [0, 1] data) must be >= 0, got {sigma}")
-    m = None
-    if task == "inpaint":
-        if mask is None:
-            raise ConfigError("task='inpaint' needs a mask (1 = observed, 0 = missing)")
-        m = _as_tensor(mask, "the mask")
-        if m.ndim == 2:
-            m = m.expand(y.shape[0], -1, -1)
-        if tuple(m.shape) != tuple(y.shape):
-            raise DataError(
-                f"the mask's shape {tuple(m.shape)} is neither the cube's {tuple(y.shape)} "
-                f"nor its (H, W) = {tuple(y.shape[1:])}"
-            )
-        if not bool(((m == 0) | (m == 1)).all()):
-            raise DataError("the mask must hold only 0 (missing) and 1 (observed)")
-        if not bool(m.any()):
-            raise DataError("the mask marks every value as missing; nothing to restore from")
-        m = m.contiguous()
-    elif mask is not None:
-        raise ConfigError(f"a mask is only used by task='inpaint', not {task!r}")
-    if task == "sr":
-        s = _positive_int(scale, "scale")
-        if s < 2 or y.shape[1] % s or y.shape[2] % s:
-            raise ConfigError(
-                f"scale must be >= 2 and divide the cube's size {tuple(y.shape[1:])}, got {s}"
-            )
-    elif scale is not None:
-        raise ConfigError(f"scale is only used by task='sr', not {task!r}")
+    m = check_task_args("DDS2M", task, mask, scale, tuple(y.shape))
+    if task == "sr" and (y.shape[1] % scale or y.shape[2] % scale):
+        raise ConfigError(f"scale {scale} must divide the cube's size {tuple(y.shape[1:])}")
     return y, m
 
 

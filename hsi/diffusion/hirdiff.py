@@ -58,7 +58,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from hsi.diffusion.operators import TASKS, DegradationOperator
+from hsi.diffusion.operators import DegradationOperator, check_task_args
 from hsi.diffusion.schedules import ddim_step, make_alphas_cumprod, predict_x0, timestep_subsequence
 from hsi.errors import ConfigError, DataError, HsiError
 
@@ -156,36 +156,6 @@ def _edge_weights(lowrank: torch.Tensor, delta: float = 0.5) -> tuple[torch.Tens
     return tuple(m / top for m in maps)
 
 
-def _check_task(
-    arr: np.ndarray, task: str, mask: np.ndarray | torch.Tensor | None, scale: int | None
-) -> torch.Tensor | None:
-    """Validate task/mask/scale; the mask as a (bands, H, W) float 0/1 tensor (inpaint only)."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown HIR-Diff task {task!r}; choose one of {', '.join(TASKS)}")
-    if task == "sr":
-        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
-            raise ConfigError(f"task='sr' needs an integer scale >= 2, got {scale!r}")
-    elif scale is not None:
-        raise ConfigError(f"scale is only used by task='sr', not {task!r}")
-    if task != "inpaint":
-        if mask is not None:
-            raise ConfigError(f"a mask is only used by task='inpaint', not {task!r}")
-        return None
-    if mask is None:
-        raise ConfigError("task='inpaint' needs a mask (1 = observed, 0 = missing)")
-    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    if m.ndim == 2 and m.shape == arr.shape[1:]:
-        m = np.broadcast_to(m, arr.shape)
-    if m.shape != arr.shape:
-        raise DataError(
-            f"the mask's shape {m.shape} is neither the cube's {arr.shape} nor its (H, W) = "
-            f"{arr.shape[1:]}"
-        )
-    if not np.isin(m, (0, 1)).all():
-        raise DataError("the mask must hold only 0 (missing) and 1 (observed)")
-    return torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
-
-
 def _impute_low_rank(arr: np.ndarray, mask: torch.Tensor, k: int, iters: int = 30) -> np.ndarray:
     """Fill the missing values of ``arr`` by iterated rank-k SVD (hard impute) for estimating E.
 
@@ -270,7 +240,7 @@ def hirdiff_restore(
     arr = _as_cube(degraded)
     c, h, w = arr.shape
     _check_k(k, c, h * w)
-    m = _check_task(arr, task, mask, scale)
+    m = check_task_args("HIR-Diff", task, mask, scale, arr.shape)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"HIR-Diff needs steps >= 1 sampling steps, got {steps!r}")
     if tv_weight < 0 or guidance_weight < 0:

@@ -20,14 +20,56 @@ a projection ``P = H⁺H`` and one singular value:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 
-__all__ = ["TASKS", "DegradationOperator"]
+__all__ = ["TASKS", "DegradationOperator", "check_task_args"]
 
 TASKS = ("denoise", "inpaint", "sr")
+
+
+def check_task_args(
+    method: str,
+    task: str,
+    mask: np.ndarray | torch.Tensor | None,
+    scale: int | None,
+    shape: tuple[int, ...],
+) -> torch.Tensor | None:
+    """Check a restorer's ``task``/``mask``/``scale`` for a degraded cube of ``shape``
+    (bands, H, W); returns the mask as a contiguous float32 (bands, H, W) 0/1 tensor
+    (``inpaint`` only; an (H, W) mask applies to every band), else None.
+
+    Shared by HIR-Diff and DDS2M so both refuse the same inputs with the same messages.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown {method} task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "sr":
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
+            raise ConfigError(f"task='sr' needs an integer scale >= 2, got {scale!r}")
+    elif scale is not None:
+        raise ConfigError(f"scale is only used by task='sr', not {task!r}")
+    if task != "inpaint":
+        if mask is not None:
+            raise ConfigError(f"a mask is only used by task='inpaint', not {task!r}")
+        return None
+    if mask is None:
+        raise ConfigError("task='inpaint' needs a mask (1 = observed, 0 = missing)")
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim == 2 and m.shape == tuple(shape[1:]):
+        m = np.broadcast_to(m, shape)
+    if m.shape != tuple(shape):
+        raise DataError(
+            f"the mask's shape {m.shape} is neither the cube's {tuple(shape)} nor its (H, W) = "
+            f"{tuple(shape[1:])}"
+        )
+    if not np.isin(m, (0, 1)).all():
+        raise DataError("the mask must hold only 0 (missing) and 1 (observed)")
+    if not m.any():
+        raise DataError("the mask marks every value as missing; nothing to restore from")
+    return torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
 
 
 class DegradationOperator:

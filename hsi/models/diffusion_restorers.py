@@ -210,7 +210,10 @@ class HIRDiffRestorer(_TrainingFreeRestorer):
     def _restore_one(self, image: np.ndarray) -> np.ndarray:
         from hsi.diffusion.hirdiff import hirdiff_restore
 
-        kwargs: dict[str, Any] = dict(
+        sr = self.scale > 1
+        return hirdiff_restore(
+            image,
+            self._eps,
             k=self.k,
             steps=self.steps,
             tv_weight=self.tv_weight,
@@ -218,10 +221,9 @@ class HIRDiffRestorer(_TrainingFreeRestorer):
             seed=self.seed,
             progress=self.progress,
             alphas_cumprod=self.alphas_cumprod,
+            task="sr" if sr else "denoise",
+            scale=self.scale if sr else None,
         )
-        if self.scale == 1:
-            return hirdiff_restore(image, self._eps, **kwargs)
-        return hirdiff_restore(image, self._eps, **kwargs, task="sr", scale=self.scale)
 
 
 @register_model("dds2m")
