@@ -4,7 +4,9 @@ Data flows one way: clean cube(s) (registry or files) -> held-out split (regions
 scene, or whole scenes) -> scaling fitted on the training part only -> training crops drawn
 at random inside the training part, degraded with a generator seeded by (seed, epoch, index)
 -> validation/test images made once per run from the held-out parts, with noise seeded by
-(seed, part, index) so every epoch and every run sees the same degraded inputs.
+(seed, part, index) so every epoch and every run sees the same degraded inputs. With
+``test_degradations`` (e.g. QRNN3D's ICVL noise cases 1-5) the test images are made once per
+listed degradation, each case with its own fixed noise, so one ``hsi test`` reports them all.
 
 **Held-out regions** (``holdout="regions"``): each scene is cut into vertical strips along
 its width: the left ``1 - val_fraction - test_fraction`` for training, then a validation
@@ -37,6 +39,8 @@ Held-out pixels outside the training range map slightly outside [0, 1]; they are
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -433,6 +437,14 @@ class EpochSampler(Sampler[int]):
         return iter((self.epoch * self.n + order).tolist())
 
 
+def _eval_rng(seed: int, code: int, index: int, noise_key: int | None) -> np.random.Generator:
+    """The generator of held-out image ``index`` of part ``code``: seeded by
+    ``(seed, part, index)``, plus ``noise_key`` for an extra test degradation (see
+    :meth:`RestorationDataModule.test_datasets`), so every case has its own fixed noise."""
+    key = [seed, 1000 + code, index]
+    return np.random.default_rng(key if noise_key is None else [*key, noise_key])
+
+
 class _EvalImages(Dataset):
     """Fixed degraded images of held-out regions (whole, or tiles of ``tile`` pixels)."""
 
@@ -446,9 +458,11 @@ class _EvalImages(Dataset):
         seed: int,
         part: str,
         tile: int | None,
+        noise_key: int | None = None,
     ) -> None:
         self.cubes, self.degradation, self.seed = cubes, degradation, seed
         self.code = self._PART_CODE[part]
+        self.noise_key = noise_key
         self.boxes: list[Region] = []
         for reg in regions:
             if tile is None:
@@ -469,7 +483,7 @@ class _EvalImages(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         box = self.boxes[index]
         clean = np.ascontiguousarray(self.cubes[box.scene][:, box.r0 : box.r1, box.c0 : box.c1])
-        rng = np.random.default_rng([self.seed, 1000 + self.code, index])
+        rng = _eval_rng(self.seed, self.code, index, self.noise_key)
         degraded = self.degradation(clean, rng)
         return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(clean)}
 
@@ -673,11 +687,13 @@ class _CollectionImages(Dataset):
         seed: int,
         center_crop: int | None,
         scale: int,
+        noise_key: int | None = None,
     ) -> None:
         self.collection, self.part, self.names = collection, part, list(collection.parts[part])
         self.scaling, self.degradation, self.seed = scaling, degradation, seed
         self.code = _EvalImages._PART_CODE[part]
         self.center_crop, self.scale = center_crop, scale
+        self.noise_key = noise_key
 
     def __len__(self) -> int:
         return len(self.names)
@@ -707,7 +723,7 @@ class _CollectionImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         clean = self.clean(index)
-        rng = np.random.default_rng([self.seed, 1000 + self.code, index])
+        rng = _eval_rng(self.seed, self.code, index, self.noise_key)
         degraded = self.degradation(clean, rng)
         return {"input": torch.from_numpy(degraded), "target": torch.from_numpy(clean)}
 
@@ -731,6 +747,13 @@ class RestorationDataModule(L.LightningDataModule):
         bands: 0-based bands to keep (e.g. to drop dead bands).
         degradation: spec of :func:`hsi.data.degradations.build_degradation`
             (``gaussian30``, ``blind``, ``complex``, ``bicubic_x4``, or a dict).
+        test_degradations: specs to test under *instead of* ``degradation`` (which still
+            makes the training and validation inputs), one test set per spec over the same
+            held-out images, e.g. ``[case1, case2, case3, case4, case5]``: QRNN3D and HSDT
+            train one complex-noise model and report it per ICVL noise case. Each case has
+            its own fixed noise (see :meth:`test_datasets`); ``test_dataloader`` then
+            returns one loader per spec, in this order, and the task reports each.
+            All must have the scale of ``degradation``. ``None``: test under ``degradation``.
         holdout: ``regions`` (strips of the scene), ``scenes`` (``val_images``/``test_images``)
             or ``collection`` (the scenes of a collection card such as ``icvl``).
         val_fraction, test_fraction: strip widths for ``holdout=regions``.
@@ -779,6 +802,7 @@ class RestorationDataModule(L.LightningDataModule):
         pixels_shape: list[int] | None = None,
         bands: list[int] | None = None,
         degradation: str | dict[str, Any] = "gaussian30",
+        test_degradations: list[str | dict[str, Any]] | None = None,
         holdout: Literal["regions", "scenes", "collection"] = "regions",
         val_fraction: float = 0.15,
         test_fraction: float = 0.25,
@@ -803,6 +827,7 @@ class RestorationDataModule(L.LightningDataModule):
             raise ConfigError("give exactly one of dataset=<registry name> or image=<file>")
         self.degradation = build_degradation(degradation)
         self.scale = int(self.degradation.scale)
+        self.test_degradations = self._build_test_degradations(test_degradations)
         if crop_size < 1 or crop_size % self.scale:
             raise ConfigError(
                 f"crop_size {crop_size} must be a positive multiple of the scale {self.scale}"
@@ -866,6 +891,59 @@ class RestorationDataModule(L.LightningDataModule):
         self.scaling: Scaling | None = None
         self.wavelengths: list[float] | None = None
         self._n_bands = 0
+
+    def _build_test_degradations(
+        self, specs: Sequence[str | dict[str, Any]] | None
+    ) -> list[Degradation]:
+        """The test degradations, checked: each builds, has the training scale (one model
+        restores one scale) and differs from the others (a repeated case would be reported
+        twice under one name). Sets the labels and specs the task reports them by."""
+        self.test_degradation_names: list[str] = []
+        self.test_degradation_specs: list[dict[str, Any]] = []
+        if specs is None:
+            return []
+        if isinstance(specs, (str, dict)) or not specs:
+            raise ConfigError(
+                "test_degradations must be a non-empty list of degradation specs (e.g. "
+                f"[case1, case2, case3, case4, case5]) or null, got {specs!r}"
+            )
+        built: list[Degradation] = []
+        seen: dict[str, str] = {}
+        for k, spec in enumerate(specs):
+            try:
+                d = build_degradation(spec)
+            except ConfigError as exc:
+                raise ConfigError(f"test_degradations[{k}] {spec!r}: {exc}") from None
+            label = spec.strip().lower() if isinstance(spec, str) else d.describe()
+            label = label.replace(" ", "")
+            if int(d.scale) != self.scale:
+                raise ConfigError(
+                    f"test_degradations[{k}] {label} has scale {d.scale} but degradation "
+                    f"{self.degradation.describe()} has scale {self.scale}; a model restores "
+                    "one scale, so test it under degradations of the scale it was trained for"
+                )
+            key = json.dumps(d.spec(), sort_keys=True)
+            if key in seen:
+                raise ConfigError(
+                    f"test_degradations lists {seen[key]} and {label}, the same degradation "
+                    f"({d.describe()}); list each once"
+                )
+            seen[key] = label
+            built.append(d)
+            self.test_degradation_names.append(label)
+            self.test_degradation_specs.append(d.spec())
+        return built
+
+    def _noise_key(self, k: int) -> int | None:
+        """Extra seed of test degradation ``k``: none when it is ``degradation`` itself (its
+        test set is then exactly the one a run without ``test_degradations`` scores), else
+        a digest of its spec, so each case's noise is fixed, differs from the others', and
+        does not depend on the order or the rest of the list."""
+        spec = self.test_degradation_specs[k]
+        if spec == self.degradation_spec:
+            return None
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).digest()
+        return int.from_bytes(digest[:4], "little")
 
     @staticmethod
     def _check_collection_args(
@@ -1088,24 +1166,39 @@ class RestorationDataModule(L.LightningDataModule):
             self.band_window,
         )
 
-    def eval_dataset(self, part: str) -> _EvalImages | _CollectionImages:
+    def eval_dataset(self, part: str, case: int | None = None) -> _EvalImages | _CollectionImages:
+        """The fixed degraded images of ``part`` (``val``/``test``) under ``degradation``, or
+        with ``case`` = k under ``test_degradations[k]`` (same images, their own noise)."""
         self.setup()
         assert self.scaling is not None
+        degradation, noise_key = self.degradation, None
+        if case is not None:
+            degradation, noise_key = self.test_degradations[case], self._noise_key(case)
         if self.collection is not None:
             return _CollectionImages(
                 self.collection,
                 part,
                 self.scaling,
-                self.degradation,
+                degradation,
                 self.seed,
                 self.eval_center_crop,
                 self.scale,
+                noise_key,
             )
         assert self.cubes is not None
         regions = self.regions[part]
         if self.eval_center_crop is not None:
             regions = [_center_box(r, self.eval_center_crop, f"{part} part") for r in regions]
-        return _EvalImages(self.cubes, regions, self.degradation, self.seed, part, self.eval_tile)
+        return _EvalImages(
+            self.cubes, regions, degradation, self.seed, part, self.eval_tile, noise_key
+        )
+
+    def test_datasets(self) -> list[_EvalImages | _CollectionImages]:
+        """One test set per ``test_degradations`` entry, in order, over the same held-out
+        images; image ``i`` of case ``k`` draws its noise from ``(seed, part, i, key_k)``,
+        where ``key_k`` is a digest of the case's spec (none for ``degradation`` itself):
+        fixed run to run, different between cases. Empty without ``test_degradations``."""
+        return [self.eval_dataset("test", k) for k in range(len(self.test_degradations))]
 
     def train_dataloader(self) -> DataLoader:
         ds = self.train_dataset()
@@ -1122,8 +1215,8 @@ class RestorationDataModule(L.LightningDataModule):
             drop_last=False,
         )
 
-    def _eval_loader(self, part: str) -> DataLoader:
-        ds = self.eval_dataset(part)
+    def _eval_loader(self, part: str, case: int | None = None) -> DataLoader:
+        ds = self.eval_dataset(part, case)
         # A collection's images are scored one at a time, as the papers do: a batch of
         # 512 x 512 x 31 images through a 3-D network would need many GB.
         sizes = {(b.height, b.width) for b in ds.boxes} if isinstance(ds, _EvalImages) else set()
@@ -1138,8 +1231,11 @@ class RestorationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test loader, or with ``test_degradations`` one per entry, in order."""
+        if not self.test_degradations:
+            return self._eval_loader("test")
+        return [self._eval_loader("test", k) for k in range(len(self.test_degradations))]
 
     def smallest_eval_side(self) -> int:
         """Smallest side (high-resolution pixels) of a validation/test image."""
@@ -1174,6 +1270,10 @@ class RestorationDataModule(L.LightningDataModule):
             "seed": self.seed,
             "wavelengths": self.wavelengths,
         }
+        if self.test_degradations:
+            out["test_degradations"] = dict(
+                zip(self.test_degradation_names, self.test_degradation_specs, strict=True)
+            )
         if self.collection is not None:
             out.update(
                 test_list=self.test_list,

@@ -12,6 +12,9 @@ networks such as ESSAformer are usually trained with. Validation and test log MP
 SAM (degrees) and ERGAS (:mod:`hsi.image_quality`) averaged over the held-out images, and
 ``hsi test`` writes them, with the same metrics of the degraded input (denoising) or of
 bicubic upsampling (super-resolution) as the no-model reference, to ``restoration_report.json``.
+When the data module has ``test_degradations`` (QRNN3D/HSDT report one complex-noise model on
+each ICVL noise case 1-5), each case is a test loader and the report has one entry per case,
+each with its own reference row.
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.models.registry import create_model, get_model_class
 from hsi.tasks.checkpointing import ExportableCheckpoint
-from hsi.tasks.training import EpochTimer, make_optimizer, report_folder, standard_scheduler
+from hsi.tasks.training import (
+    EpochTimer,
+    epoch_set_scheduler,
+    make_optimizer,
+    report_folder,
+    standard_scheduler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,9 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             when ``None``. A value given here must agree with the data.
         loss: ``l2`` (MSE; QRNN3D/HSDT), ``l1`` (SR networks) or ``charbonnier``.
         lr, weight_decay, optimizer, scheduler: optimisation (Adam 1e-3 is HSDT's).
+        lr_schedule: with ``scheduler: epoch_set``, ``{epoch: lr}``: the rate is set to
+            ``lr`` from that epoch on (HSDT's ICVL schedules, which go down and back up;
+            see :func:`hsi.tasks.training.epoch_set_scheduler`).
         clamp_metrics: clip restored images to [0, 1] before computing metrics.
         report_dir: where ``hsi test`` writes its report (default: the run's log dir).
     """
@@ -91,7 +103,8 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: Literal["adam", "adamw"] = "adam",
-        scheduler: Literal["none", "cosine", "plateau"] = "none",
+        scheduler: Literal["none", "cosine", "plateau", "epoch_set"] = "none",
+        lr_schedule: dict[int, float] | None = None,
         clamp_metrics: bool = True,
         report_dir: str | None = None,
     ) -> None:
@@ -99,6 +112,11 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         self.save_hyperparameters(ignore=["report_dir"])
         if loss not in ("l2", "l1", "charbonnier"):
             raise ConfigError(f"unknown loss {loss!r}; use l2, l1 or charbonnier")
+        if (scheduler == "epoch_set") != bool(lr_schedule):
+            raise ConfigError(
+                "lr_schedule {epoch: lr} goes with scheduler: epoch_set (and it needs one); "
+                f"got scheduler {scheduler!r} and lr_schedule {lr_schedule!r}"
+            )
         self.report_dir = report_dir
         self.net: nn.Module | None = None
         self.scaling: dict[str, Any] | None = None
@@ -108,8 +126,11 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         self.epoch_seconds: list[float] = []
         self._epoch_start = 0.0
         self._val = _MeanOverImages()
-        self._test = _MeanOverImages()
-        self._test_reference = _MeanOverImages()
+        # per test loader (one per test degradation): restored and no-model reference
+        self._test: dict[int, _MeanOverImages] = {}
+        self._test_reference: dict[int, _MeanOverImages] = {}
+        # the last test's metrics: {metric: value}, or with several test degradations
+        # {"<case>/<metric>": value} (the logged keys without "test/")
         self.test_metrics: dict[str, float] | None = None
         self.report_paths: list[Path] = []
         if in_bands is not None and scale is not None:
@@ -255,23 +276,74 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             self.log_dict({f"val/{k}": v for k, v in values.items()})
             self.log("val_MPSNR", values["MPSNR"], prog_bar=True)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         pred = self._run(batch)
-        self._test.update(self._metrics(pred, batch["target"]))
+        restored = self._test.setdefault(dataloader_idx, _MeanOverImages())
+        restored.update(self._metrics(pred, batch["target"]))
         scale = int(self.hparams.scale or 1)
         reference = batch["input"] if scale == 1 else _upsample_bicubic(batch["input"], scale)
-        self._test_reference.update(self._metrics(reference, batch["target"]))
+        no_model = self._test_reference.setdefault(dataloader_idx, _MeanOverImages())
+        no_model.update(self._metrics(reference, batch["target"]))
 
     # ---- test report -------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
         self._test_start = time.perf_counter()
-        self._test, self._test_reference = _MeanOverImages(), _MeanOverImages()
+        self._test, self._test_reference = {}, {}
+
+    def _test_cases(self) -> list[tuple[str, dict[str, Any] | None]] | None:
+        """(label, degradation spec) of each test loader when the data module tests under
+        several degradations (or the user passed several loaders), else ``None``."""
+        dm = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(dm, "test_degradation_names", None) or [])
+        if names:
+            return list(zip(names, dm.test_degradation_specs, strict=True))
+        n = max(self._test, default=0) + 1
+        return [(f"dataloader_{k}", None) for k in range(n)] if n > 1 else None
+
+    def _reference_block(self, k: int) -> dict[str, Any]:
+        what = "degraded input" if self.kind == "denoising" else "bicubic upsampling"
+        ref = self._test_reference.get(k)
+        return {"what": what, "metrics": ref.compute() if ref else {}}
 
     def on_test_epoch_end(self) -> None:
-        values = self._test.compute()
-        reference = self._test_reference.compute()
-        self.log_dict({f"test/{k}": v for k, v in values.items()})
-        self.test_metrics = values
+        cases = self._test_cases()
+        if cases is None:
+            values = self._test[0].compute() if 0 in self._test else {}
+            self.log_dict({f"test/{k}": v for k, v in values.items()})
+            self.test_metrics = values
+            body: dict[str, Any] = {
+                "metrics": values,
+                "reference": self._reference_block(0),
+                "test_images": self._test[0].count if 0 in self._test else 0,
+            }
+        else:
+            entries, flat = [], {}
+            for k, (name, spec) in enumerate(cases):
+                values = self._test[k].compute() if k in self._test else {}
+                flat.update({f"{name}/{m}": v for m, v in values.items()})
+                entries.append(
+                    {
+                        "name": name,
+                        "degradation": spec,
+                        "metrics": values,
+                        "reference": self._reference_block(k),
+                        "test_images": self._test[k].count if k in self._test else 0,
+                    }
+                )
+            self.log_dict({f"test/{k}": v for k, v in flat.items()})
+            self.test_metrics = flat
+            # no top-level "metrics": one model's numbers under several noises are reported
+            # per case, as the papers do, never averaged into one
+            body = {"cases": entries}
+            for e in entries:
+                log.info(
+                    "test %s: %s (reference %s)",
+                    e["name"],
+                    _short(e["metrics"]),
+                    _short(e["reference"]["metrics"]),
+                )
         if not self.trainer.is_global_zero:
             return
         from hsi.data.writers import atomic_output
@@ -281,12 +353,7 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             return
         report = {
             "task": self.kind,
-            "metrics": values,
-            "reference": {
-                "what": "degraded input" if self.kind == "denoising" else "bicubic upsampling",
-                "metrics": reference,
-            },
-            "test_images": self._test.count,
+            **body,
             "averaging": "per-band PSNR/SSIM averaged over bands, then over test images; "
             "SAM in degrees averaged over pixels, then images; ERGAS with ratio = scale",
             "model": self.describe(),
@@ -325,10 +392,15 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         opt = make_optimizer(
             self.net.parameters(), hp.optimizer, hp.lr, hp.weight_decay, ("adam", "adamw")
         )
+        if hp.scheduler == "epoch_set":
+            sched = epoch_set_scheduler(opt, hp.lr, hp.lr_schedule)
+            return {"optimizer": opt, "lr_scheduler": sched}
         config = standard_scheduler(opt, hp.scheduler, lambda: self.trainer.max_epochs)
         if config is not None:
             return config
-        raise ConfigError(f"unknown scheduler {hp.scheduler!r}; use none, cosine or plateau")
+        raise ConfigError(
+            f"unknown scheduler {hp.scheduler!r}; use none, cosine, plateau or epoch_set"
+        )
 
     # ---- checkpoint round trip ---------------------------------------------------------
     def _hsi_meta(self) -> dict[str, Any]:
@@ -353,6 +425,11 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
     def get_scaling(self) -> Scaling | None:
         """The [0, 1] scaling the model was trained with (from the checkpoint)."""
         return None if self.scaling is None else Scaling.from_state_dict(self.scaling)
+
+
+def _short(values: dict[str, float]) -> str:
+    """``MPSNR 31.20, MSSIM 0.912, ...`` for a log line."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items())
 
 
 def _finite(obj: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,39 @@ def standard_scheduler(
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
     return None
+
+
+def epoch_set_scheduler(
+    opt: torch.optim.Optimizer, base_lr: float, lr_schedule: Mapping[int | str, float]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Set the learning rate to ``lr_schedule[e]`` from epoch ``e`` on (piecewise constant).
+
+    Why not MultiStepLR: HSDT/QRNN3D's schedules (the authors' ``hsir/schedule.py``) *set*
+    absolute rates and go back up (HSDT: 1e-3, 1e-4 at epoch 20, 1e-3 again at 30, …), which
+    a decay factor cannot express. Before the first listed epoch the rate is ``base_lr``.
+    Keys may be strings (YAML/JSON mappings): they must be integer epochs >= 0.
+    """
+    try:
+        table = sorted((int(epoch), float(rate)) for epoch, rate in lr_schedule.items())
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"lr_schedule must map epochs to learning rates, e.g. {{0: 1e-3, 20: 1e-4}}; "
+            f"got {dict(lr_schedule)!r}"
+        ) from None
+    if not table:
+        raise ConfigError("scheduler epoch_set needs a non-empty lr_schedule {epoch: lr}")
+    if table[0][0] < 0 or any(rate <= 0 for _, rate in table) or base_lr <= 0:
+        raise ConfigError(f"lr_schedule needs epochs >= 0 and rates > 0, got {dict(table)!r}")
+
+    def factor(epoch: int) -> float:
+        rate = base_lr
+        for start, value in table:
+            if epoch < start:
+                break
+            rate = value
+        return rate / base_lr
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _one_of(names: tuple[str, ...]) -> str:
