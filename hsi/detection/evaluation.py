@@ -61,6 +61,22 @@ def mean_spectrum(cube: SpectralCube, mask: np.ndarray) -> np.ndarray:
     return np.asarray(cube.data[:, mask], dtype=np.float64).mean(axis=1)
 
 
+def held_out_folds(target_map: np.ndarray) -> np.ndarray:
+    """H×W ints: the ``held_out`` fold (0 or 1) of each target pixel's object, -1 elsewhere.
+
+    Objects are the connected components of :func:`component_map`, assigned alternately
+    in id order (1 → fold 0, 2 → fold 1, …). Every held-out evaluation (classical here,
+    learned in :mod:`hsi.detection.scene_training`) takes its split from this one function,
+    so they score the same objects with the same donors. With fewer than two objects
+    fold 1 is empty and no held-out score exists.
+    """
+    ids = component_map(target_map)
+    n_objects = int(ids.max())
+    fold_of = np.zeros(n_objects + 1, dtype=np.int64)
+    fold_of[1:] = np.arange(n_objects) % 2
+    return np.where(ids > 0, fold_of[ids], -1)
+
+
 def evaluate_scene(
     cube: SpectralCube,
     target_map: np.ndarray,
@@ -92,13 +108,9 @@ def evaluate_scene(
         return results
     if protocol != "held_out":
         raise DataError(f"unknown protocol {protocol!r}; use 'held_out' or 'oracle_mean'")
-    ids = component_map(target_map)
-    n_objects = int(ids.max())
-    if n_objects < 2:
+    pixel_fold = held_out_folds(target_map)
+    if not (pixel_fold == 1).any():
         return {**results, **{name: float("nan") for name in wanted}}
-    fold_of = np.zeros(n_objects + 1, dtype=np.int64)
-    fold_of[1:] = np.arange(n_objects) % 2
-    pixel_fold = np.where(ids > 0, fold_of[ids], -1)
     for name in wanted:
         aucs = []
         for fold in (0, 1):

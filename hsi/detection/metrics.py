@@ -16,6 +16,10 @@ centre is always a hit, a sub-pixel estimate may err a little beyond that, but a
 detection two pixels away never is. The simulator keeps targets at least 3 px apart
 (``SimulationSpec.min_separation``), so no detection is within ``radius`` of two targets.
 
+A target may carry its own hit radius (``targets[i]["radii"]``, pixels), for objects of
+very different extents in one scene (a 1-pixel vehicle and an 8-pixel plane); a detection
+then matches the nearest not yet matched target whose own radius it lies within.
+
 Average precision is the area under the precision-recall curve with the precision made
 monotone (all-point interpolation, as PASCAL VOC 2010+ and COCO do).
 """
@@ -66,22 +70,28 @@ def _match_points(
         t_labels = _arr(t, "labels", (), f"targets[{i}]")
         if not (len(pts) == len(scores) == len(labels)) or len(t_pts) != len(t_labels):
             raise DataError(f"image {i}: points, scores and labels differ in length")
+        if "radii" in t:
+            t_radii = _arr(t, "radii", (), f"targets[{i}]")
+            if len(t_radii) != len(t_pts) or not (t_radii > 0).all():
+                raise DataError(f"targets[{i}]['radii']: one positive radius per target")
+        else:
+            t_radii = np.full(len(t_pts), float(radius))
         keep = labels == class_id if class_id is not None else np.ones(len(labels), bool)
         t_keep = t_labels == class_id if class_id is not None else np.ones(len(t_labels), bool)
         for s, (x, y), lab in zip(scores[keep], pts[keep], labels[keep], strict=True):
             dets.append((s, i, x, y, lab))
-        gts.append((t_pts[t_keep], t_labels[t_keep]))
+        gts.append((t_pts[t_keep], t_labels[t_keep], t_radii[t_keep]))
     dets.sort(key=lambda d: -d[0])
     taken = [np.zeros(len(g[0]), dtype=bool) for g in gts]
     hits = np.zeros(len(dets), dtype=bool)
     for k, (_, i, x, y, lab) in enumerate(dets):
-        g_pts, g_labels = gts[i]
+        g_pts, g_labels, g_radii = gts[i]
         if len(g_pts) == 0:
             continue
         d = np.hypot(g_pts[:, 0] - x, g_pts[:, 1] - y)
-        d[taken[i] | (g_labels != lab)] = np.inf
+        d[taken[i] | (g_labels != lab) | (d > g_radii)] = np.inf
         j = int(np.argmin(d))
-        if d[j] <= radius:
+        if np.isfinite(d[j]):
             taken[i][j] = True
             hits[k] = True
     scores = np.array([d[0] for d in dets], dtype=float)
@@ -112,7 +122,8 @@ def point_average_precision(
     """Point-distance AP per class and their mean (see the module docstring).
 
     ``preds[i]``: ``points`` (N, 2) pixel (x, y) centres, ``scores`` (N,), ``labels`` (N,);
-    ``targets[i]``: ``points`` (M, 2), ``labels`` (M,). Classes without targets are
+    ``targets[i]``: ``points`` (M, 2), ``labels`` (M,), optionally ``radii`` (M,) hit
+    radii that replace ``radius`` for those targets. Classes without targets are
     left out of the mean (their AP is NaN). Returns ``{"AP": mean, "per_class": {...}}``.
     """
     labels = set()

@@ -8,13 +8,16 @@ partition the scene — and an object on a tile border is reported by exactly on
 with no cross-tile merging. Detections on no-data
 pixels are dropped (no-data pixels are filled with the training mean before detection, so
 they look like background). Points are mapped through the scene's affine transform into
-its CRS and written atomically as GeoJSON.
+its CRS and written atomically as GeoJSON. :func:`detect_cube` runs the same tiling loop
+over an in-memory :class:`SpectralCube` and keeps each detection's box as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hsi.data.cube import SpectralCube
 from hsi.data.readers import read_cube
 from hsi.data.writers import refuse_existing
 from hsi.detection.geojson import PointDetection, write_detections_geojson
@@ -72,39 +76,58 @@ def _tiles(
     ]
 
 
-def detect_scene(
-    task: Any,
-    scene: str | os.PathLike | list[str],
-    tile: int = 64,
-    overlap: int = 16,
-    score_threshold: float = 0.3,
-    progress: bool = True,
-) -> tuple[list[PointDetection], Any, Any]:
-    """Detections over a whole scene; returns them with the scene's transform and CRS."""
+@dataclass(frozen=True)
+class SceneDetection:
+    """A detection with its box in scene pixels: (row0, col0, row1, col1), continuous.
+
+    The box is what a per-pixel score map needs (which pixels the detector says the
+    object covers); :class:`PointDetection` keeps only its centre, which is what GeoJSON
+    output needs.
+    """
+
+    point: PointDetection
+    box: tuple[float, float, float, float]
+
+
+WindowReader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _check_tiling(tile: int, overlap: int) -> None:
     if tile < 8 or not 0 <= overlap < tile // 2:
         raise ConfigError(f"need tile >= 8 and 0 <= overlap < tile/2, got {tile} and {overlap}")
-    probe = read_cube(scene, window=((0, 1), (0, 1)))
-    bands = probe.data.shape[0]
-    in_bands = int(task.hparams.in_bands)
-    if bands != in_bands:
-        raise DataError(f"{scene}: {bands} bands, but the detector was trained on {in_bands}")
-    full = read_cube(scene, bands=[0])
-    height, width = full.data.shape[1:]
+
+
+def _detect_tiles(
+    task: Any,
+    read_window: WindowReader,
+    shape: tuple[int, int],
+    where: str,
+    tile: int,
+    overlap: int,
+    score_threshold: float,
+    progress: bool,
+) -> list[SceneDetection]:
+    """The tiling loop shared by files and in-memory cubes (see the module docstring).
+
+    ``read_window(row0, row1, col0, col1)`` returns the window's (bands, h, w) data and
+    its (h, w) valid-pixel mask; ``where`` names the scene in error messages.
+    """
+    height, width = shape
     mean = np.asarray(task.normalization["mean"], dtype=np.float32)[:, None, None]
     names = list(task.hparams.class_names or [])
-    detections: list[PointDetection] = []
+    detections: list[SceneDetection] = []
     windows = _tiles(height, width, tile, overlap)
     for r0, r1, c0, c1, core in tqdm(windows, desc="detect", unit="tile", disable=not progress):
-        cube = read_cube(scene, window=((r0, r1), (c0, c1)))
-        data = np.asarray(cube.data, dtype=np.float32)
-        valid = cube.valid_mask
+        data, valid = read_window(r0, r1, c0, c1)
+        data = np.asarray(data, dtype=np.float32)
         if not np.isfinite(data[:, valid]).all():
-            raise DataError(f"{scene}: NaN or infinite values in rows {r0}-{r1}, cols {c0}-{c1}")
+            raise DataError(f"{where}: NaN or infinite values in rows {r0}-{r1}, cols {c0}-{c1}")
         data = np.where(valid[None], data, mean)
         with torch.no_grad():
             found = task.detect(data)
         rlo, rhi, clo, chi = core
-        for (x, y), score, label in zip(
+        for (x0, y0, x1, y1), (x, y), score, label in zip(
+            found["boxes"].cpu().numpy(),
             found["points"].cpu().numpy(),
             found["scores"].cpu().numpy(),
             found["labels"].cpu().numpy(),
@@ -117,9 +140,80 @@ def detect_scene(
             if not valid[ri, ci]:
                 continue
             name = names[int(label)] if int(label) < len(names) else None
-            detections.append(PointDetection(row, col, float(score), int(label) + 1, name))
-    detections.sort(key=lambda d: -d.score)
-    return detections, full.transform, full.crs
+            point = PointDetection(row, col, float(score), int(label) + 1, name)
+            box = (r0 + float(y0), c0 + float(x0), r0 + float(y1), c0 + float(x1))
+            detections.append(SceneDetection(point, box))
+    detections.sort(key=lambda d: -d.point.score)
+    return detections
+
+
+def _check_bands(task: Any, bands: int, where: str) -> None:
+    in_bands = int(task.hparams.in_bands)
+    if bands != in_bands:
+        raise DataError(f"{where}: {bands} bands, but the detector was trained on {in_bands}")
+
+
+def detect_scene(
+    task: Any,
+    scene: str | os.PathLike | list[str],
+    tile: int = 64,
+    overlap: int = 16,
+    score_threshold: float = 0.3,
+    progress: bool = True,
+) -> tuple[list[PointDetection], Any, Any]:
+    """Detections over a whole scene; returns them with the scene's transform and CRS."""
+    _check_tiling(tile, overlap)
+    probe = read_cube(scene, window=((0, 1), (0, 1)))
+    _check_bands(task, probe.data.shape[0], str(scene))
+    full = read_cube(scene, bands=[0])
+
+    def read_window(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        cube = read_cube(scene, window=((r0, r1), (c0, c1)))
+        return cube.data, cube.valid_mask
+
+    found = _detect_tiles(
+        task,
+        read_window,
+        full.data.shape[1:],
+        str(scene),
+        tile,
+        overlap,
+        score_threshold,
+        progress,
+    )
+    return [d.point for d in found], full.transform, full.crs
+
+
+def detect_cube(
+    task: Any,
+    cube: SpectralCube,
+    tile: int = 64,
+    overlap: int = 16,
+    score_threshold: float = 0.3,
+    progress: bool = False,
+) -> list[SceneDetection]:
+    """Detections, with their boxes, over an in-memory cube (same tiling as detect_scene).
+
+    For scenes that are already arrays (the real target scenes are ``.mat`` files read
+    whole) and for evaluations that need boxes, not only points.
+    """
+    _check_tiling(tile, overlap)
+    _check_bands(task, cube.bands, cube.source)
+    valid = cube.valid_mask
+
+    def read_window(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        return cube.data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1]
+
+    return _detect_tiles(
+        task,
+        read_window,
+        (cube.height, cube.width),
+        cube.source,
+        tile,
+        overlap,
+        score_threshold,
+        progress,
+    )
 
 
 def detect_main(argv: list[str]) -> int:
