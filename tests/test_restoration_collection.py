@@ -287,6 +287,41 @@ def _write_mat73(path: Path, rad: np.ndarray) -> None:
         )
 
 
+def test_center_crop_of_a_v73_scene_is_read_through_a_window(tmp_path, monkeypatch) -> None:
+    """QRNN3D scores the central 512 x 512 of 1392 x 1300 ICVL scenes: only that window (and
+    one band, for the size) is read from the v7.3 file, and it equals cropping the whole."""
+    from hsi.data import readers
+
+    folder = tmp_path / "icvl"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    gauss = list(get_card("icvl").test_scenes["gaussian"])
+    scenes = {}
+    for name in [*gauss, *(f"train_{k}.mat" for k in range(4))]:
+        scenes[name] = (rng.random((20, 23, 31)) * 4000).astype(np.float32)
+        _write_mat73(folder / name, scenes[name])
+    calls = []
+    real_read = readers.read_cube
+
+    def spy(path, *args, **kw):
+        calls.append((Path(path).name, kw.get("window"), kw.get("bands")))
+        return real_read(path, *args, **kw)
+
+    monkeypatch.setattr(readers, "read_cube", spy)
+    dm = _dm(tmp_path, dataset="icvl", degradation="gaussian50", eval_center_crop=12)
+    dm.setup("test")
+    test = dm.eval_dataset("test")
+    for i, name in enumerate(gauss[:2]):
+        calls.clear()
+        got = test.clean(i)
+        centre = scenes[name].transpose(2, 0, 1)[:, 4:16, 5:17]  # (20 - 12) // 2, (23 - 12) // 2
+        expected = (centre - centre.min()) / (centre.max() - centre.min())
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        reads = [(w, b) for n, w, b in calls if n == name]
+        assert reads and all(w is not None or b == [0] for w, b in reads), reads
+        assert ((4, 16), (5, 17)) in [w for w, _ in reads]
+
+
 def test_icvl_collection_fits_and_tests_on_the_gaussian_list(tmp_path) -> None:
     """The ICVL card as shipped: QRNN3D's 50-scene Gaussian list tests, the rest train."""
     folder = tmp_path / "icvl"
