@@ -1,16 +1,20 @@
-"""Classical detectors (CEM, AMF, ACE) on a simulated point-target test set, by point AP.
+"""Classical detectors (CEM, AMF, ACE) and trained SpecDETR checkpoints on a simulated
+point-target test set, by point AP.
 
-Why: these are the non-learned baselines a learned point detector (SpecDETR) must beat,
-scored by the same point-distance metric (hsi.detection.metrics) on the same simulated
-test images. The detectors are given the library spectra the targets were made from (the
-classical setting: the target spectrum is known); background statistics come from each
-test image alone. Each detector's score map per class becomes detections through
-``score_peaks`` (local maxima, 1 px apart, the ``--top`` best per class and image).
+Why: the non-learned detectors are the baselines a learned point detector (SpecDETR) must
+beat, scored here by the same point-distance metric (hsi.detection.metrics) on the same
+simulated test images. The classical detectors are given the library spectra the targets
+were made from (the classical setting: the target spectrum is known); background statistics
+come from each test image alone. Each detector's score map per class becomes detections
+through ``score_peaks`` (local maxima, 1 px apart, the ``--top`` best per class and image).
+A SpecDETR checkpoint (``--ckpt LABEL=PATH``, repeatable) sees only the image; it keeps the
+same budget, its ``--top`` best detections per class and image, so recall is comparable.
 
 Usage::
 
     HSI_DATA=../shared/data python benchmarks/bench_detection_simulated.py \
-        --test sim/ip_test [--top 20] [--out benchmarks/results/detection_simulated.md]
+        --test sim/ip_test [--top 20] [--ckpt specdetr_small=runs/.../best.ckpt] \
+        [--out benchmarks/results/detection_simulated.md]
 
 ``--test`` is a folder written by ``hsi simulate`` (see hsi/detection/simulate_cli.py); its
 ``simulation.json`` names the classes, and the library is rebuilt from the same scene.
@@ -31,6 +35,7 @@ from hsi.data.writers import atomic_output
 from hsi.detection.classical import ace, adaptive_matched_filter, background_stats, cem
 from hsi.detection.geojson import score_peaks
 from hsi.detection.metrics import point_average_precision, point_recall_by_size
+from hsi.detection.scene import load_detection_task
 from hsi.detection.simulator import library_from_labels
 
 DETECTORS = {"cem": cem, "amf": adaptive_matched_filter, "ace": ace}
@@ -42,8 +47,12 @@ def main() -> None:
     parser.add_argument("--dataset", default="indian_pines")
     parser.add_argument("--root", default=None)
     parser.add_argument("--top", type=int, default=20, help="detections per class and image")
+    parser.add_argument(
+        "--ckpt", action="append", default=[], help="LABEL=PATH of a SpecDETR checkpoint"
+    )
     parser.add_argument("--out", default="benchmarks/results/detection_simulated.md")
     args = parser.parse_args()
+    checkpoints = [_label_path(text) for text in args.ckpt]
 
     folder = Path(args.test)
     coco = json.loads((folder / "annotations.json").read_text())
@@ -87,6 +96,24 @@ def main() -> None:
         recall = point_recall_by_size(preds, targets, score_threshold=-np.inf)
         rows.append((det_name, ap, recall, seconds / len(coco["images"])))
         print(det_name, f"AP {ap['AP']:.4f}", recall, flush=True)
+    for label, path in checkpoints:
+        task = load_detection_task(path)
+        if list(task.hparams.class_names or []) != names:
+            raise SystemExit(
+                f"{path} was trained on classes {task.hparams.class_names}, not {names}"
+            )
+        n_params = sum(p.numel() for p in task.net.parameters())
+        start = time.perf_counter()
+        preds = [
+            _top_per_class(task.detect(np.load(folder / image["file_name"])), len(names), args.top)
+            for image in coco["images"]
+        ]
+        seconds = time.perf_counter() - start
+        ap = point_average_precision(preds, targets, num_classes=len(names))
+        recall = point_recall_by_size(preds, targets, score_threshold=-np.inf)
+        det_name = f"{label} ({n_params / 1e6:.2f} M parameters, {Path(path).name})"
+        rows.append((det_name, ap, recall, seconds / len(coco["images"])))
+        print(det_name, f"AP {ap['AP']:.4f}", recall, flush=True)
 
     size_keys = [k for k in rows[0][2] if k != "all"]
     header = (
@@ -105,11 +132,33 @@ def main() -> None:
         f"Simulated test set {folder} ({len(coco['images'])} images, "
         f"{len(coco['annotations'])} targets, classes {', '.join(names)}; "
         f"spec {json.dumps(spec['spec'])}). Recall counts targets found among the {args.top} "
-        "best peaks per class and image.\n\n" + "\n".join(lines)
+        "best peaks (SpecDETR: detections) per class and image.\n\n" + "\n".join(lines)
     )
     print("\n" + text)
     with atomic_output(args.out, overwrite=True) as tmp:
         Path(tmp).write_text(text + "\n")
+
+
+def _label_path(text: str) -> tuple[str, str]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not Path(path).is_file():
+        raise SystemExit(f"--ckpt takes LABEL=PATH of an existing checkpoint, got {text!r}")
+    return label, path
+
+
+def _top_per_class(detections: dict, num_classes: int, top: int) -> dict[str, np.ndarray]:
+    """A detector's output cut to its ``top`` best detections per class (the peak budget
+    the classical detectors get), as the numpy dict the point metrics take."""
+    scores = detections["scores"].cpu().numpy()
+    labels = detections["labels"].cpu().numpy()
+    points = detections["points"].cpu().numpy()
+    keep = np.concatenate(
+        [
+            np.flatnonzero(labels == k)[np.argsort(-scores[labels == k])][:top]
+            for k in range(num_classes)
+        ]
+    ).astype(int)
+    return {"points": points[keep].reshape(-1, 2), "scores": scores[keep], "labels": labels[keep]}
 
 
 if __name__ == "__main__":

@@ -49,3 +49,16 @@ def make_scene(
     signatures = rng.uniform(0.2, 1.0, size=(classes + 1, bands))
     cube = signatures[labels] + 0.05 * rng.standard_normal((height, width, bands))
     return cube.astype(np.float32), labels
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, restored after: tiny tensors gain nothing from
+    threads, and on a shared 2-core machine they cost a lot. Use it per module with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,15 +17,7 @@ from hsi.detection.datamodule import DetectionDataModule
 from hsi.detection.scene import _tiles
 from hsi.tasks import DetectionTask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tile_cores_partition_the_scene() -> None:

@@ -4,14 +4,13 @@ per-object hit radii, and one tiny end-to-end fold."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-import torch
 from affine import Affine
+from conftest import real
 from rasterio.crs import CRS
 
 from hsi.data.cube import SpectralCube
@@ -39,12 +38,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scene(seed: int = 0) -> tuple[SpectralCube, np.ndarray]:
@@ -198,15 +192,10 @@ def test_one_tiny_fold_end_to_end(tmp_path: Path) -> None:
         train_and_score_fold(cube, single, 0, tmp_path / "x", settings)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("HSI_DATA")
-    or not (Path(os.environ.get("HSI_DATA", "")) / "target_detection/sandiego.mat").is_file(),
-    reason="real San Diego scene absent: set HSI_DATA to the folder holding target_detection/",
-)
 def test_real_san_diego_background_has_no_planes_left() -> None:
     from hsi.detection.real_scenes import load_target_scene
 
-    scene = load_target_scene("san_diego")
+    scene = load_target_scene("san_diego", real("target_detection"))
     truth = scene.target_map > 0
     out = remove_targets(scene.cube, truth)
     filled = dilate(truth, 1)

@@ -18,14 +18,7 @@ from hsi.models.lola_specvit import LoLASpecViT
 from hsi.models.registry import create_model
 from hsi.nn import LoRALinear, count_parameters, mark_only_lora_trainable
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _numel(module: torch.nn.Module) -> int:

@@ -35,13 +35,7 @@ TINY = {
 BANDS = 8  # PCA components, the model's in_bands
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _datamodule(tmp_path: Path, name: str, classes: int, seed: int) -> HyperspectralPatchDataModule:

@@ -23,9 +23,7 @@ from hsi.errors import ConfigError, DataError
 H, W = 12, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ann(ann_id: int, image_id: int, cat: int, box: list[float]) -> dict:
