@@ -35,7 +35,16 @@ def test_config_parses(config: Path, capsys) -> None:
         # detection: best epoch on validation point AP, tested on a separate (disjoint) set
         assert printed["model"]["class_path"] == "hsi.tasks.DetectionTask"
         assert printed["checkpoint"]["monitor"] == "val/point_AP"
-        assert data["test_root"] and data["test_root"] != data["root"] and data["val"] > 0
+        assert data["val"] > 0
+        if data.get("dataset"):
+            # a registered benchmark: its card's own test split, never test_root
+            from hsi.data.registry import get_card
+
+            card = get_card(data["dataset"])
+            assert card.kind == "detection" and data["test_root"] is None
+            assert {"train", "test"} <= set(card.form().splits)
+        else:
+            assert data["test_root"] and data["test_root"] != data["root"]
         return
     assert data["protocol"] in ("random", "disjoint")
     # the papers' protocol is only ever used by a config that says "paper" in its name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -51,8 +52,11 @@ EXPECTED = {
     "chikusei",
     "washington_dc_mall",
     "jasper_ridge",
+    # detection benchmarks (kind: detection)
+    "spod",
 }
 RESTORATION = {"icvl", "cave", "harvard", "chikusei", "washington_dc_mall", "jasper_ridge"}
+DETECTION = {"spod"}
 
 
 def _shared_data() -> Path | None:
@@ -77,6 +81,7 @@ needs_shared = pytest.mark.skipif(
 def _isolated_env(monkeypatch, tmp_path):
     """No test may see a user's data root or cache."""
     monkeypatch.delenv("HSI_DATA", raising=False)
+    monkeypatch.delenv("HSI_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
@@ -181,6 +186,18 @@ def test_resolve_root_order(monkeypatch, tmp_path):
     monkeypatch.setenv("HSI_DATA", str(tmp_path / "env-root"))
     assert resolve_root() == (tmp_path / "env-root").resolve()
     assert resolve_root(tmp_path / "arg") == (tmp_path / "arg").resolve()
+
+
+def test_cache_root_order(monkeypatch, tmp_path):
+    """Derived data (converted benchmarks) never goes into the data root: $HSI_CACHE, else
+    $XDG_CACHE_HOME/hsi, else ~/.cache/hsi, whatever $HSI_DATA says."""
+    monkeypatch.setenv("HSI_DATA", str(tmp_path / "data"))
+    assert registry.cache_root() == (tmp_path / "xdg-cache" / "hsi").resolve()
+    monkeypatch.setenv("HSI_CACHE", str(tmp_path / "mine"))
+    assert registry.cache_root() == (tmp_path / "mine").resolve()
+    monkeypatch.delenv("HSI_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert registry.cache_root() == (Path.home() / ".cache" / "hsi").resolve()
 
 
 def test_missing_files_message_names_files_folder_and_command(tmp_path):
@@ -487,7 +504,8 @@ def _write_jasper(folder: Path, rows: int = 100, cols: int = 100, bands: int = 1
 def test_restoration_cards_have_kind_and_no_labels():
     for n in list_datasets():
         card = get_card(n)
-        assert card.kind == ("restoration" if n in RESTORATION else "classification")
+        kind = "restoration" if n in RESTORATION else "classification"
+        assert card.kind == ("detection" if n in DETECTION else kind)
         if card.kind == "restoration":
             assert not card.has_labels and card.num_classes == 0
             assert all(f.labels is None for f in card.forms)
@@ -540,6 +558,64 @@ def test_bad_restoration_card_is_a_clear_config_error(tmp_path, body, match):
     )
     with pytest.raises(ConfigError, match=match):
         registry._parse_card(path)
+
+
+_DETECTION_FORM = (
+    "classes: [a, b]\nforms:\n  - format: spod\n    splits:\n"
+    "      train: {annotations: annotations/train.json, images: train}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (_DETECTION_FORM.replace("classes: [a, b]\n", ""), "missing keys ['classes']"),
+        (_DETECTION_FORM + "ignore_label: 0\n", "no per-pixel labels, so no ignore_label"),
+        (_DETECTION_FORM.replace("[a, b]", "{1: a}"), "non-empty list of category names"),
+        (_DETECTION_FORM.replace("format: spod", "format: voc"), "format 'voc' is not one of"),
+        (_DETECTION_FORM.replace("train:", "val:"), "at least 'train'"),
+        (_DETECTION_FORM.replace("images: train", "images: imgs"), "keeps annotations/train"),
+        (_DETECTION_FORM.replace("images: train}", "images: train, count: 0}"), "count must"),
+        (
+            _DETECTION_FORM + "      extra: {annotations: annotations/extra.json, images: extra}\n",
+            "has the splits train, test",
+        ),
+        (
+            _DETECTION_FORM.replace("format: spod", "format: spod\n    image: {file: a.mat}"),
+            "has 'format' and 'splits', not ['image']",
+        ),
+        (_DETECTION_FORM + "source_url: {a: b}\n", "source_url must be"),
+    ],
+)
+def test_bad_detection_card_is_a_clear_config_error(tmp_path, body, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\ntitle: Bad\nsensor: S\nfolder: bad\nkind: detection\n"
+        "shape: {height: 2, width: 2, bands: 3}\n" + body
+    )
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        registry._parse_card(path)
+
+
+def test_detection_card_without_files_lists_its_annotations_unverified(tmp_path):
+    """No checksums known (as for ICVL): the annotation files still show in `verify`."""
+    path = tmp_path / "bench.yaml"
+    path.write_text(
+        "name: bench\ntitle: B\nsensor: S\nfolder: B_1\nkind: detection\n"
+        "shape: {height: 2, width: 2, bands: 3}\n"
+        + _DETECTION_FORM
+        + "source_url: [https://a.example/x, https://b.example/y]\n"
+    )
+    card = registry._parse_card(path)
+    assert card.kind == "detection" and not card.has_labels and card.num_classes == 2
+    assert list(card.files) == ["annotations/train.json"]
+    assert card.files["annotations/train.json"].checksum is None
+    assert card.source_url == "https://a.example/x or https://b.example/y"
+    (tmp_path / "B_1" / "annotations").mkdir(parents=True)
+    (tmp_path / "B_1" / "annotations" / "train.json").write_text("{}")
+    (check,) = verify_dataset(card, tmp_path)
+    assert check.status == "unverified" and check.path is not None
+    assert locate_files(card, tmp_path).image == tmp_path.resolve() / "B_1/annotations/train.json"
 
 
 def test_icvl_format_collection_loads_lazily(tmp_path):

@@ -245,3 +245,185 @@ def test_cli(tmp_path: Path, capsys) -> None:
     assert "SPOD test: 2 images (30 bands, 12x16), 3 objects" in printed
     assert "note:" not in printed
     assert (tmp_path / "t" / "images" / "200001.npy").is_file()
+
+
+# ------------------------------------------------------------------ the `spod` registry card
+
+
+@pytest.fixture
+def data_env(monkeypatch, tmp_path: Path) -> Path:
+    """No user data root or cache: the data root is ``tmp/data``, the cache ``tmp/xdg/hsi``."""
+    monkeypatch.delenv("HSI_DATA", raising=False)
+    monkeypatch.delenv("HSI_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "data"
+
+
+def _items(dm: DetectionDataModule) -> list[dict]:
+    """Every item of the train, val and test loaders (no flips), in order."""
+    loaders = [dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()]
+    return [ds[i] for ds in (ld.dataset for ld in loaders if ld) for i in range(len(ds))]
+
+
+def test_card_matches_the_converter_facts() -> None:
+    from hsi.data.registry import get_card, list_datasets
+
+    card = get_card("SPOD_30b_8c")
+    assert card.name == "spod" and "spod" in list_datasets()
+    assert card.kind == "detection" and not card.has_labels
+    assert card.bands == SPOD_BANDS and card.cube_shape == (SPOD_BANDS, 128, 128)
+    assert tuple(card.class_names) == SPOD_CLASSES
+    assert card.folder == "SPOD_30b_8c"
+    form = card.form()
+    assert form.format == "spod"
+    assert {s: (v.annotations, v.images, v.count) for s, v in form.splits.items()} == {
+        "train": ("annotations/train.json", "train", 100),
+        "test": ("annotations/test.json", "test", 500),
+    }
+    # the README's two download links; no checksum is invented for files we never had
+    assert "sharepoint.com" in card.source_url and "pan.baidu.com" in card.source_url
+    assert all(spec.checksum is None and spec.url is None for spec in card.files.values())
+    assert not card.downloadable and "Li" in card.citation and "2025" in card.citation
+
+
+def test_datasets_info_and_list(data_env: Path, capsys) -> None:
+    from hsi.data.registry import datasets_main
+
+    assert datasets_main(["info", "spod", "--root", str(data_env)]) == 0
+    out = capsys.readouterr().out
+    assert "kind:        detection" in out and "shape:       128x128x30" in out
+    assert "object classes (8): CB, MP, FG, NP, LO, K_N, P_O, V_Y_W" in out
+    assert "split train: 100 images, annotations/train.json + train/" in out
+    assert "split test: 500 images, annotations/test.json + test/" in out
+    assert f"folder:      {data_env.resolve() / 'SPOD_30b_8c'}" in out
+
+    def row() -> list[str]:
+        assert datasets_main(["list", "--root", str(data_env)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return next(ln.split() for ln in lines if ln.startswith("spod "))
+
+    assert row() == ["spod", "detection", "128x128x30", "8", "no", "-"]
+    make_spod(data_env / "SPOD_30b_8c")
+    assert row() == ["spod", "detection", "128x128x30", "8", "yes", "spod"]
+    # no checksums known: present annotation files are reported unverified, not failed
+    assert datasets_main(["verify", "spod", "--root", str(data_env)]) == 0
+    assert capsys.readouterr().out.count(" unverified ") == 2
+    # nothing is ever downloaded: the links and the folder to unpack into are named
+    assert datasets_main(["download", "spod", "--root", str(data_env)]) == 2
+    err = capsys.readouterr().err
+    assert "no per-file URLs" in err and "pan.baidu.com" in err
+    assert str(data_env.resolve() / "SPOD_30b_8c" / "annotations" / "train.json") in err
+
+
+def test_load_dataset_refuses_a_detection_card(data_env: Path) -> None:
+    from hsi.data.datamodule import HyperspectralPatchDataModule
+    from hsi.data.registry import load_dataset
+
+    make_spod(data_env / "SPOD_30b_8c")
+    with pytest.raises(DataError) as err:
+        load_dataset("spod", root=data_env)
+    msg = str(err.value)
+    assert "spod is a detection dataset (kind: detection)" in msg
+    assert 'DetectionDataModule(dataset="spod", root=<data root>)' in msg
+    assert "hsi spod-convert" in msg and "\n" not in msg
+    # a classification data module given the card fails with the same message
+    with pytest.raises(DataError, match="is a detection dataset"):
+        _ = HyperspectralPatchDataModule(dataset="spod", root=str(data_env)).class_names
+
+
+def test_datamodule_by_name_converts_once_like_by_hand(
+    data_env: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    from hsi.detection import spod
+
+    source = data_env / "SPOD_30b_8c"
+    make_spod(source)
+    settings = {"val": 0.5, "seed": 3, "batch_size": 2, "flip": False}
+
+    calls: list[str] = []
+    real_convert = spod.convert_spod
+
+    def spy(root, split, out, overwrite=False):
+        calls.append(split)
+        return real_convert(root, split, out, overwrite=overwrite)
+
+    monkeypatch.setattr(spod, "convert_spod", spy)
+    with caplog.at_level("WARNING", logger="hsi.detection.datamodule"):
+        dm = DetectionDataModule(dataset="spod", root=str(data_env), **settings)
+        dm.setup("fit")
+    assert calls == ["train", "test"]
+    # published facts that differ from the tiny fake are reported, not refused
+    assert "images are 12x16, the card records 128x128" in caplog.text
+    assert "2 images, the authors publish 500" in caplog.text
+    cache = (tmp_path / "xdg" / "hsi" / "detection" / "spod").resolve()
+    assert Path(dm.root).parent.parent == cache and Path(dm.test_root).name == "test"
+    assert dm.describe()["dataset"] == "spod" and not dm.describe()["test_is_validation"]
+
+    # the same as converting by hand and giving the folders
+    convert_spod(source, "train", tmp_path / "hand" / "train")
+    convert_spod(source, "test", tmp_path / "hand" / "test")
+    ref = DetectionDataModule(
+        root=str(tmp_path / "hand" / "train"), test_root=str(tmp_path / "hand" / "test"), **settings
+    )
+    ref.setup("fit")
+    assert (dm.in_bands, dm.class_names, dm.image_size) == (
+        ref.in_bands,
+        ref.class_names,
+        ref.image_size,
+    )
+    assert (dm.train_idx, dm.val_idx) == (ref.train_idx, ref.val_idx)
+    assert dm.normalization == ref.normalization
+    got, want = _items(dm), _items(ref)
+    assert len(got) == len(want) == 4
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+        assert a["target"].keys() == b["target"].keys()
+        for key in ("labels", "boxes", "points", "areas"):
+            torch.testing.assert_close(a["target"][key], b["target"][key], rtol=0, atol=0)
+        assert a["target"]["image_id"] == b["target"]["image_id"]
+
+    # a second run (data root from $HSI_DATA this time) reuses the converted folders
+    stamp = (Path(dm.root) / "annotations.json").stat().st_mtime_ns
+    monkeypatch.setenv("HSI_DATA", str(data_env))
+    again = DetectionDataModule(dataset="spod", **settings)
+    again.setup("fit")
+    assert calls == ["train", "test"] and again.root == dm.root
+    assert (Path(dm.root) / "annotations.json").stat().st_mtime_ns == stamp
+    assert again.normalization == dm.normalization
+
+    # a changed annotation file is converted again, that split only
+    _edit_json(source, "train", lambda c: c["annotations"][0].update(ignore=True))
+    third = DetectionDataModule(dataset="spod", **settings)
+    third.setup("fit")
+    assert calls == ["train", "test", "train"]
+    assert sum(len(o["labels"]) for o in third.folder.objects) == 3
+
+
+def test_datamodule_by_name_errors(data_env: Path) -> None:
+    with pytest.raises(DataError) as err:
+        DetectionDataModule(dataset="spod", root=str(data_env)).setup("fit")
+    msg = str(err.value)
+    expected = data_env.resolve() / "SPOD_30b_8c"
+    assert f"expected {expected} holding annotations/train.json + train/" in msg
+    assert "sharepoint.com" in msg and "\n" not in msg
+
+    make_spod(data_env / "SPOD_30b_8c")
+    for f in (data_env / "SPOD_30b_8c" / "test").iterdir():
+        f.unlink()
+    (data_env / "SPOD_30b_8c" / "test").rmdir()
+    with pytest.raises(DataError, match=re.escape(f"test folder {expected / 'test'} is missing")):
+        DetectionDataModule(dataset="spod", root=str(data_env)).setup("fit")
+
+    with pytest.raises(ConfigError, match="give test_root or dataset, not both"):
+        DetectionDataModule(dataset="spod", test_root="x")
+    with pytest.raises(ConfigError, match="indian_pines' is a classification dataset"):
+        DetectionDataModule(dataset="indian_pines")
+    with pytest.raises(ConfigError, match="give root"):
+        DetectionDataModule()
+
+
+def test_another_release_is_refused(data_env: Path) -> None:
+    make_spod(data_env / "SPOD_30b_8c", bands=SPOD_BANDS - 1)
+    dm = DetectionDataModule(dataset="spod", root=str(data_env))
+    with pytest.raises(DataError, match="holds 29-band images, the card says 30"):
+        _ = dm.in_bands

@@ -6,11 +6,16 @@ shape, classes), which files hold it (one or more *forms*, e.g. the GIC ``.mat``
 under a data root, checks them against the card and returns a :class:`LabeledScene` whose
 labels are ``0 = unlabelled`` and ``1..N`` contiguous, whatever ids the file used.
 
-Cards have a ``kind``: ``classification`` (the default: a scene with per-pixel labels) or
+Cards have a ``kind``: ``classification`` (the default: a scene with per-pixel labels),
 ``restoration`` (clean cubes for denoising / super-resolution, no labels: one scene, or a
-collection of scenes named by a file glob or list, e.g. ICVL's 201 ``.mat`` files). A
+collection of scenes named by a file glob or list, e.g. ICVL's 201 ``.mat`` files) or
+``detection`` (a point-object benchmark such as SpecDETR's SPOD: many small images with
+object boxes in COCO annotation files, split into train and test, no per-pixel labels). A
 restoration card loads as :class:`RestorationScenes`, which reads its cubes lazily (a
 collection can be tens of GB) and raises a clear :class:`DataError` when asked for labels.
+A detection card is not loaded here: :func:`load_dataset` refuses it with a
+:class:`DataError` naming ``DetectionDataModule(dataset=...)``, which converts the benchmark's
+folder (its ``format``) once into hsi's detection folders, cached under :func:`cache_root`.
 
 Data root: the ``root`` argument, else the ``HSI_DATA`` environment variable, else a per-user
 cache folder (``$XDG_CACHE_HOME/hsi`` or ``~/.cache/hsi``). A dataset's files are looked for in
@@ -45,6 +50,7 @@ from hsi.errors import ConfigError, DataError, HsiError
 
 __all__ = [
     "DatasetCard",
+    "DetectionSplit",
     "FileCheck",
     "FileRef",
     "FileSpec",
@@ -52,6 +58,7 @@ __all__ = [
     "LabeledScene",
     "ResolvedForm",
     "RestorationScenes",
+    "cache_root",
     "cards_dir",
     "datasets_main",
     "download_dataset",
@@ -67,7 +74,12 @@ __all__ = [
 
 DATA_ENV = "HSI_DATA"
 _CHUNK = 1 << 20
-KINDS = ("classification", "restoration")
+CACHE_ENV = "HSI_CACHE"
+KINDS = ("classification", "restoration", "detection")
+# Detection benchmark layouts hsi converts (hsi.detection; by hand: `hsi <format>-convert`),
+# each with the split names its converter knows. ``spod``: SpecDETR's SPOD_30b_8c,
+# annotations/<split>.json + <split>/*.npy (hsi.detection.spod).
+DETECTION_FORMATS: dict[str, tuple[str, ...]] = {"spod": ("train", "test")}
 # Layout of a ``bands x pixels`` matrix (unmixing releases such as Jasper Ridge's ``Y``); the
 # card gives ``pixels_shape: [rows, cols]`` and the pixels run down the columns (MATLAB order).
 PIXELS_LAYOUT = "pixels"
@@ -85,7 +97,10 @@ class FileRef:
 
     On a restoration card ``files`` lists separate scenes (not tiles), ``glob`` names a
     collection whose members are not listed one by one (``file`` then holds the pattern, for
-    messages), and ``pixels_shape`` gives ``(rows, cols)`` of a ``layout: pixels`` matrix."""
+    messages), and ``pixels_shape`` gives ``(rows, cols)`` of a ``layout: pixels`` matrix.
+
+    On a detection card ``files`` lists the splits' annotation files: they are what must be
+    found for the benchmark to count as present (the images are the files they name)."""
 
     file: str
     variable: str | None = None
@@ -108,12 +123,29 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class DetectionSplit:
+    """One split of a detection benchmark as its authors lay it out: the COCO annotation file
+    and the folder of images (both relative to the card's folder), and the number of images
+    the authors publish (``None`` when unknown; a different count is reported, not refused)."""
+
+    name: str
+    annotations: str
+    images: str
+    count: int | None = None
+
+
+@dataclass(frozen=True)
 class FormSpec:
-    """An alternative set of files holding the same scene (e.g. ``mat`` or ``npy``)."""
+    """An alternative set of files holding the same scene (e.g. ``mat`` or ``npy``).
+
+    A detection card's form has a ``format`` (the converter that reads it) and ``splits``;
+    its ``image`` lists the splits' annotation files (see :class:`FileRef`)."""
 
     name: str
     image: FileRef
-    labels: FileRef | None  # None on restoration cards
+    labels: FileRef | None  # None on restoration and detection cards
+    format: str | None = None  # detection cards: a key of DETECTION_FORMATS
+    splits: Mapping[str, DetectionSplit] = field(default_factory=dict)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -241,7 +273,8 @@ class DatasetCard:
 
     @property
     def has_labels(self) -> bool:
-        """False for restoration cards (clean cubes only)."""
+        """False for restoration cards (clean cubes only) and detection cards (object boxes,
+        no per-pixel labels)."""
         return self.kind == "classification"
 
 
@@ -344,6 +377,16 @@ def _parse_card(path: Path) -> DatasetCard:
     required = ["name", "title", "sensor", "folder", "shape", "forms", "files"]
     if kind == "classification":
         required.insert(5, "classes")
+    elif kind == "detection":
+        # Object classes, but no per-pixel labels; the annotation files need no checksums.
+        required[required.index("files")] = "classes"
+        labelled = [k for k in ("class_counts", "ignore_label") if k in raw]
+        if labelled:
+            raise _card_error(
+                path,
+                f"a detection card has object classes but no per-pixel labels, so no "
+                f"{', '.join(labelled)}",
+            )
     else:
         labelled = [k for k in ("classes", "class_counts", "ignore_label") if k in raw]
         if labelled:
@@ -367,6 +410,13 @@ def _parse_card(path: Path) -> DatasetCard:
     classes_raw = raw.get("classes")
     if kind == "restoration":
         classes = ()
+    elif kind == "detection":
+        # The converters renumber the file's category ids 1..K in id order, keeping names.
+        if not isinstance(classes_raw, list) or not classes_raw:
+            raise _card_error(
+                path, "classes of a detection card must be a non-empty list of category names"
+            )
+        classes = tuple(str(c) for c in classes_raw)
     elif isinstance(classes_raw, Mapping):
         try:
             classes: tuple[str, ...] | Mapping[int, str] = {
@@ -392,7 +442,9 @@ def _parse_card(path: Path) -> DatasetCard:
         counts = tuple(int(c) for c in counts)
 
     files: dict[str, FileSpec] = {}
-    raw_files = raw["files"] if raw["files"] is not None or kind == "classification" else {}
+    raw_files = raw.get("files")
+    if raw_files is None and kind != "classification":
+        raw_files = {}
     if not isinstance(raw_files, Mapping):
         raise _card_error(path, "files must map file names to {sha256, md5, size, url}")
     for fname, spec in raw_files.items():
@@ -409,7 +461,15 @@ def _parse_card(path: Path) -> DatasetCard:
     if not isinstance(raw["forms"], list) or not raw["forms"]:
         raise _card_error(path, "forms must be a non-empty list")
     for i, fr in enumerate(raw["forms"]):
+        if not isinstance(fr, Mapping):
+            raise _card_error(path, f"form {i + 1} must be a mapping")
         fname = str(fr.get("name") or f"form{i + 1}")
+        if kind == "detection":
+            form = _detection_form(path, fname, fr)
+            for f in form.files:  # no checksums known: listed so `verify` reports the files
+                files.setdefault(f, FileSpec(name=f))
+            forms.append(form)
+            continue
         if kind == "restoration" and fr.get("labels") is not None:
             raise _card_error(path, f"form {fname!r}: a restoration card has no labels")
         form = FormSpec(
@@ -451,7 +511,7 @@ def _parse_card(path: Path) -> DatasetCard:
         class_counts=counts,
         forms=tuple(forms),
         files=files,
-        source_url=raw.get("source_url"),
+        source_url=_source_url(path, raw.get("source_url")),
         licence=raw.get("licence"),
         citation=raw.get("citation"),
         notes=raw.get("notes"),
@@ -460,6 +520,71 @@ def _parse_card(path: Path) -> DatasetCard:
         raw=dict(raw),
         kind=kind,
         test_scenes=test_scenes,
+    )
+
+
+def _source_url(path: Path, value: Any) -> str | None:
+    """``source_url``: one address, or a list of mirrors (e.g. SPOD's Baidu Drive and OneDrive
+    links), kept as one string so that messages can name them all."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return " or ".join(value)
+    raise _card_error(path, "source_url must be an address or a list of addresses")
+
+
+def _detection_form(path: Path, name: str, value: Mapping[str, Any]) -> FormSpec:
+    """A detection card's form: ``format`` and ``splits: {split: {annotations, images,
+    count}}``. The paths must be the ones the format's converter reads, so the card cannot
+    promise a layout that conversion would not find."""
+    extra = [k for k in ("image", "labels") if k in value]
+    if extra:
+        raise _card_error(
+            path, f"form {name!r}: a detection form has 'format' and 'splits', not {extra}"
+        )
+    fmt = str(value.get("format") or "").lower()
+    if fmt not in DETECTION_FORMATS:
+        raise _card_error(
+            path,
+            f"form {name!r}: format {fmt!r} is not one of {', '.join(DETECTION_FORMATS)} "
+            "(the benchmark layouts hsi converts)",
+        )
+    raw = value.get("splits")
+    if not isinstance(raw, Mapping) or "train" not in raw:
+        raise _card_error(
+            path,
+            f"form {name!r} needs splits with at least 'train': "
+            "{annotations: <file>, images: <folder>, count: <images>}",
+        )
+    splits: dict[str, DetectionSplit] = {}
+    for split, spec in raw.items():
+        split = str(split)
+        where = f"form {name!r} split {split!r}"
+        if split not in DETECTION_FORMATS[fmt]:
+            known = ", ".join(DETECTION_FORMATS[fmt])
+            raise _card_error(path, f"{where}: the {fmt} format has the splits {known}")
+        if not isinstance(spec, Mapping) or not all(
+            isinstance(spec.get(k), str) and spec.get(k) for k in ("annotations", "images")
+        ):
+            raise _card_error(path, f"{where} needs 'annotations' (a file) and 'images' (a folder)")
+        count = spec.get("count")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise _card_error(path, f"{where}: count must be a positive number of images")
+        images = spec["images"].rstrip("/")
+        if fmt == "spod" and (spec["annotations"], images) != (f"annotations/{split}.json", split):
+            raise _card_error(
+                path,
+                f"{where}: the spod format keeps annotations/{split}.json and {split}/ "
+                "(SpecDETR's layout, what hsi.detection.spod reads)",
+            )
+        splits[split] = DetectionSplit(split, spec["annotations"], images, count)
+    annotations = tuple(s.annotations for s in splits.values())
+    return FormSpec(
+        name=name,
+        image=FileRef(file=annotations[0], files=annotations),
+        labels=None,
+        format=fmt,
+        splits=splits,
     )
 
 
@@ -535,6 +660,20 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
     return (base / "hsi").resolve()
 
 
+def cache_root() -> Path:
+    """Where hsi keeps what it derives from data (e.g. a detection benchmark converted to
+    hsi's folders): ``$HSI_CACHE``, else ``$XDG_CACHE_HOME/hsi``, else ``~/.cache/hsi``.
+
+    Kept apart from the data root so that a read-only or shared data folder is never
+    written to."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return (base / "hsi").resolve()
+
+
 def _search_dirs(card: DatasetCard, root: Path) -> list[Path]:
     dirs = [root / card.folder]
     if card.name != card.folder:
@@ -586,6 +725,8 @@ def _ref_txt(ref: FileRef, kind: str = "tiles") -> str:
 
 
 def _form_txt(form: FormSpec) -> str:
+    if form.splits:
+        return ", ".join(f"{s.annotations} + {s.images}/" for s in form.splits.values())
     if form.labels is None:
         return _ref_txt(form.image, "scenes")
     return f"{_ref_txt(form.image)} + {_ref_txt(form.labels)}"
@@ -618,6 +759,13 @@ def _missing_message(card: DatasetCard, root: Path, forms: Sequence[FormSpec]) -
         fetch = f"run `hsi datasets download {card.name}`"
     else:
         fetch = f"download them from {card.source_url or 'the source named in the card'}"
+    if card.kind == "detection":
+        return (
+            f"{card.name}: {card.folder}/ not found under {root}{found_txt}: expected {folder} "
+            f"holding {_form_txt(forms[0])}. Download it from "
+            f"{card.source_url or 'the source named in the card'} and unpack it into {root}, "
+            f"or point root= / ${DATA_ENV} at the folder that holds {card.folder}/."
+        )
     return (
         f"{card.name}: files not found under {root}{found_txt}. Put {options} in {folder_txt} "
         f"(or point --root / ${DATA_ENV} at the folder that holds {card.folder}/), "
@@ -726,6 +874,16 @@ def _no_labels(name: str) -> DataError:
         f"{name} is a restoration dataset (kind: restoration): clean cubes with no labels or "
         "classes. Use it for denoising / super-resolution (RestorationDataModule(dataset=...)), "
         "or pick a classification dataset (`hsi datasets list` shows each card's kind)"
+    )
+
+
+def _not_a_scene(card: DatasetCard) -> DataError:
+    return DataError(
+        f"{card.name} is a detection dataset (kind: detection): many small images with object "
+        "boxes in COCO annotation files, not one labelled scene. Train on it with "
+        f'DetectionDataModule(dataset="{card.name}", root=<data root>), which converts '
+        f"{card.folder}/ once into hsi's detection folders, or convert a split yourself with "
+        f"`hsi {card.form().format}-convert`"
     )
 
 
@@ -1015,8 +1173,11 @@ def load_dataset(
     ``0`` = unlabelled and classes ``1..N`` in the card's order, whatever ids the file used
     (e.g. Salinas-A's 1, 10..14 become 1..6). Restoration cards give
     :class:`RestorationScenes` (cubes read on demand; ``.cube`` for a single scene).
+    Detection cards raise a :class:`DataError` (use ``DetectionDataModule(dataset=...)``).
     """
     card = get_card(name)
+    if card.kind == "detection":
+        raise _not_a_scene(card)
     resolved = locate_files(card, root, form)
     spec = card.form(resolved.form)
     if card.kind == "restoration":
@@ -1230,6 +1391,13 @@ def download_dataset(
             f"{card.name}: the provider hands the collection out by hand (no per-file URLs); "
             f"{by_hand}"
         )
+    if card.kind == "detection":
+        raise DataError(
+            f"{card.name}: the benchmark is handed out as an archive (no per-file URLs), "
+            f"which hsi does not fetch; download it from "
+            f"{card.source_url or 'the source in the card'} "
+            f"and unpack it into {base}, so that {folder / form.files[0]} exists"
+        )
     no_url = [f for f in wanted if not card.files[f].url]
     if no_url:
         raise DataError(
@@ -1299,7 +1467,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 found = f"yes ({len(resolved.image_files)} scenes)"
         except DataError:
             found, form = "no", "-"
-        classes = str(card.num_classes) if card.has_labels else "-"
+        classes = str(card.num_classes) if card.kind != "restoration" else "-"
         rows.append((n, card.kind, _shape_txt(card), classes, found, form))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"data root: {base}")
@@ -1329,12 +1497,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ):
             file_id = f" (file label {v})" if v != i else ""
             print(f"    {i:>2} {cname}{file_id}" + (f": {cnt} px" if cnt is not None else ""))
+    elif card.kind == "detection":
+        print("  labels:      none per pixel (object boxes in COCO annotation files)")
+        print(f"  object classes ({card.num_classes}): {', '.join(card.class_names)}")
     else:
         print("  labels:      none (clean cubes for restoration)")
         for split, names in card.test_scenes.items():
             print(f"  test_scenes {split}: {len(names)} files ({names[0]} ...)")
     print(f"  folder:      {base / card.folder}")
     for form in card.forms:
+        if form.splits:
+            print(f"  form {form.name} (format {form.format}):")
+            for s in form.splits.values():
+                count = f"{s.count} images" if s.count is not None else "images"
+                print(f"    split {s.name}: {count}, {s.annotations} + {s.images}/")
+            continue
         print(f"  form {form.name}: {_form_txt(form)}")
     for fname, spec in card.files.items():
         ck = spec.checksum

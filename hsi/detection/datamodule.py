@@ -18,15 +18,24 @@ Normalisation is a per-band z-score with statistics of the *training images only
 statistics travel with the model's checkpoint. (SpecDETR's reference code divides the
 SPOD radiances by a fixed 3000 instead; a z-score fitted on training data does the same
 job for any sensor's scale without a hand-picked constant.)
+
+A registered detection benchmark (a ``kind: detection`` dataset card, e.g. ``spod``) is used
+by name: :func:`prepare_detection_dataset` converts its published folder once into one such
+folder per split, kept under the cache (:func:`hsi.data.registry.cache_root`), and
+``DetectionDataModule(dataset="spod", root=<data root>)`` then trains on the converted
+``train`` split and tests on ``test``, exactly as with ``root=``/``test_root=`` folders.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -34,6 +43,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hsi.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from hsi.data.registry import DatasetCard, DetectionSplit
 
 log = logging.getLogger(__name__)
 TOL = 1e-6  # boxes may touch the image border up to float round-off
@@ -138,6 +150,135 @@ def read_detection_folder(root: str | Path) -> DetectionFolder:
     )
 
 
+# Converter of each detection card ``format``: (module, function(root, split, out, overwrite)).
+CONVERTERS = {"spod": ("hsi.detection.spod", "convert_spod")}
+# Part of the cache stamp: bump when a converter's output changes, so old caches are rebuilt.
+CONVERSION_VERSION = 1
+
+
+def _listing_digest(folder: Path) -> str:
+    """sha256 of the ``.npy`` files' names, sizes and modification times in ``folder``: a
+    cheap way to notice replaced or added images without reading hundreds of megabytes."""
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*.npy")):
+        st = p.stat()
+        h.update(f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_detection_dataset(
+    dataset: str,
+    root: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """The hsi detection folder of every split of a registered detection benchmark.
+
+    The card's folder is found under the data root (``root``, else ``$HSI_DATA``, ...; see
+    :func:`hsi.data.registry.locate_files`) and each split is converted by the card's format
+    (``spod``: :func:`hsi.detection.spod.convert_spod`) into ``<cache_dir>/<split>``, by
+    default ``<cache_root>/detection/<name>/<hash of the source folder's path>``. A split is
+    converted again only when its stamp (annotation file sha256, image listing, converter
+    version) no longer matches, so a second run starts at once. The converted folders are
+    checked against the card: another band count or other class names is a DataError (not
+    the benchmark the card describes); another image size or count is only logged.
+
+    Raises:
+        ConfigError: unknown dataset, or a card that is not a detection benchmark.
+        DataError: the benchmark's folder or one of its files is missing (the message names
+            the expected path and the download page), or it differs from the card.
+    """
+    from hsi.data.registry import cache_root, file_sha256, get_card, locate_files
+
+    card = get_card(dataset)
+    if card.kind != "detection":
+        raise ConfigError(
+            f"{card.name} is a {card.kind} dataset, not a detection benchmark; give "
+            "DetectionDataModule a detection card (`hsi datasets list` shows each card's kind) "
+            "or root= a detection folder"
+        )
+    resolved = locate_files(card, root)
+    form = card.form(resolved.form)
+    first = Path(form.files[0])
+    source = resolved.image.parents[len(first.parts) - 1]  # the folder holding the layout
+    where = f"download it from {card.source_url or 'the source named in the card'}"
+    for split in form.splits.values():
+        for rel, what in ((split.annotations, "annotation file"), (split.images, "folder")):
+            path = source / rel
+            if not (path.is_file() if what == "annotation file" else path.is_dir()):
+                raise DataError(
+                    f"{card.name}: the {split.name} {what} {path} is missing from {source}; "
+                    f"unpack the whole {card.folder} archive there ({where})"
+                )
+    if cache_dir is None:
+        key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+        base = cache_root() / "detection" / card.name / key
+    else:
+        base = Path(cache_dir).expanduser().resolve()
+    module, function = CONVERTERS[str(form.format)]
+    out: dict[str, Path] = {}
+    for split in form.splits.values():
+        target = base / split.name
+        stamp_path = base / f"{split.name}.source.json"
+        stamp = {
+            "dataset": card.name,
+            "format": form.format,
+            "source": str(source),
+            "annotations_sha256": file_sha256(source / split.annotations),
+            "images": _listing_digest(source / split.images),
+            "version": CONVERSION_VERSION,
+        }
+        try:
+            current = json.loads(stamp_path.read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != stamp or not (target / "annotations.json").is_file():
+            log.info("converting %s %s from %s into %s", card.name, split.name, source, target)
+            stamp_path.unlink(missing_ok=True)  # a conversion cut short leaves no valid stamp
+            convert = getattr(importlib.import_module(module), function)
+            convert(source, split.name, target, overwrite=True)
+            tmp = stamp_path.with_name(f".{stamp_path.name}.partial")
+            tmp.write_text(json.dumps(stamp, indent=1))
+            os.replace(tmp, stamp_path)
+        _check_against_card(card, split, read_detection_folder(target), source)
+        out[split.name] = target
+    return out
+
+
+def _check_against_card(
+    card: DatasetCard, split: DetectionSplit, folder: DetectionFolder, source: Path
+) -> None:
+    """Band count and class names must be the card's (else it is another benchmark); the
+    image size and count are the published ones, and a difference is only reported."""
+    if folder.bands != card.bands:
+        raise DataError(
+            f"{card.name}: {source} holds {folder.bands}-band images, the card says "
+            f"{card.bands}; this is another release of the benchmark (use root= with its "
+            "converted folders instead)"
+        )
+    if folder.class_names != card.class_names:
+        raise DataError(
+            f"{card.name}: {source} has the classes {folder.class_names}, the card says "
+            f"{card.class_names}; this is another release of the benchmark"
+        )
+    if folder.size != (card.height, card.width):
+        log.warning(
+            "%s %s: images are %dx%d, the card records %dx%d",
+            card.name,
+            split.name,
+            *folder.size,
+            card.height,
+            card.width,
+        )
+    if split.count is not None and len(folder) != split.count:
+        log.warning(
+            "%s %s: %d images, the authors publish %d",
+            card.name,
+            split.name,
+            len(folder),
+            split.count,
+        )
+
+
 def load_image(path: Path, bands: int, size: tuple[int, int]) -> np.ndarray:
     """One (bands, height, width) float32 image, checked against its annotation record."""
     try:
@@ -209,35 +350,67 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class DetectionDataModule(L.LightningDataModule):
-    """Train/val (and test) loaders over a detection folder.
+    """Train/val (and test) loaders over a detection folder, or a registered benchmark.
 
     Args:
         root: the training folder (see the module docstring), e.g. what
-            ``hsi simulate ... --out sim/ip_train`` wrote.
+            ``hsi simulate ... --out sim/ip_train`` wrote. With ``dataset``: the data root
+            holding the card's folder (``None``: ``$HSI_DATA``, else the per-user default).
         test_root: a separate test folder (e.g. ``sim/ip_test``, simulated on a disjoint
-            part of the scene). Without one, the test set is the validation images.
+            part of the scene). Without one, the test set is the validation images. Not
+            given with ``dataset``: the card's ``test`` split is the test set.
         val: fraction of ``root``'s images held out for validation (seeded).
         seed: seeds the split and the flips.
         batch_size, num_workers: loader settings (SpecDETR's config: batch 4).
         flip: random left-right flips of training images (the reference pipeline's
             ``RandomFlip(prob=0.5)``).
+        dataset: a ``kind: detection`` registry card (e.g. ``"spod"``): its folder under the
+            data root is converted once (see :func:`prepare_detection_dataset`) and its
+            ``train``/``test`` splits are used as ``root``/``test_root``.
+        cache_dir: where the converted splits go (default: under the cache, see
+            :func:`prepare_detection_dataset`).
     """
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         test_root: str | None = None,
         val: float = 0.2,
         seed: int = 0,
         batch_size: int = 4,
         num_workers: int = 0,
         flip: bool = True,
+        dataset: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= val < 1.0:
             raise ConfigError(f"val must be a fraction in [0, 1), got {val}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset, self.cache_dir = dataset, cache_dir
+        self.data_root: str | None = None
+        if dataset is not None:
+            from hsi.data.registry import get_card
+
+            card = get_card(dataset)  # an unknown name fails here, not at the first batch
+            if card.kind != "detection":
+                raise ConfigError(
+                    f"dataset {card.name!r} is a {card.kind} dataset; DetectionDataModule "
+                    "takes a detection card (`hsi datasets list` shows each card's kind)"
+                )
+            if test_root is not None:
+                raise ConfigError(
+                    f"give test_root or dataset, not both: the {card.name} card's test split "
+                    "is the test set"
+                )
+            self.dataset = card.name
+            # root is the data root here; root/test_root become the converted splits.
+            self.data_root, root = root, None
+        elif root is None:
+            raise ConfigError(
+                "give root (a detection folder) or dataset (a detection card, e.g. 'spod')"
+            )
         self.root, self.test_root = root, test_root
         self.val, self.seed = val, seed
         self.batch_size, self.num_workers, self.flip = batch_size, num_workers, flip
@@ -271,8 +444,22 @@ class DetectionDataModule(L.LightningDataModule):
             self.setup("fit")
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
+    def _resolve(self) -> None:
+        """With ``dataset``: convert the card's splits (once) and point root/test_root at
+        them; without, nothing to do."""
+        if self.dataset is None or self.root is not None:
+            return
+        splits = prepare_detection_dataset(self.dataset, self.data_root, self.cache_dir)
+        self.root = str(splits["train"])
+        self.test_root = str(splits["test"]) if "test" in splits else None
+
+    def prepare_data(self) -> None:
+        # Lightning calls this once per node before setup: convert before any rank reads.
+        self._resolve()
+
     def _folder(self) -> DetectionFolder:
         if self.folder is None:
+            self._resolve()
             self.folder = read_detection_folder(self.root)
         return self.folder
 
@@ -354,6 +541,7 @@ class DetectionDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, Any]:
         f = self._folder()
         return {
+            "dataset": self.dataset,
             "root": str(f.root),
             "test_root": self.test_root,
             "test_is_validation": self.test_root is None,

@@ -2,8 +2,14 @@
 
 SPOD is the simulated hyperspectral point-object benchmark of Li et al., "SpecDETR: A
 transformer-based hyperspectral point object detection network", ISPRS J. P&RS 2025
-(arXiv:2405.10148). It is not redistributed here; users who downloaded ``SPOD_30b_8c.zip``
-(links in github.com/ZhaoxuLi123/SpecDETR, README "Dataset Preparation") convert it with::
+(arXiv:2405.10148). It is not redistributed here. Users who downloaded ``SPOD_30b_8c.zip``
+(links in github.com/ZhaoxuLi123/SpecDETR, README "Dataset Preparation"; the registry card
+``datasets/spod.yaml``, ``hsi datasets info spod``) unzip it into their data root, so that
+``<root>/SPOD_30b_8c/annotations/train.json`` exists, and train with
+``DetectionDataModule(dataset="spod", root="<root>")`` (``root`` defaults to ``$HSI_DATA``):
+both splits are converted once into the cache (``$HSI_CACHE``, else
+``$XDG_CACHE_HOME/hsi`` or ``~/.cache/hsi``) and reused while the files are unchanged
+(``configs/specdetr/spod.yaml`` is the authors' SPOD setting). To convert by hand instead::
 
     hsi spod-convert --root /data/SPOD_30b_8c --split train --out data/spod_train
     hsi spod-convert --root /data/SPOD_30b_8c --split test  --out data/spod_test
