@@ -112,6 +112,8 @@ def test_fit_one_epoch_test_and_checkpoint_round_trip(tmp_path) -> None:
     report = json.loads((tmp_path / "report" / "detection_report.json").read_text())
     assert report["data"]["test_root"] == str(test) and report["metrics"]["mAP50"] >= 0
     assert set(report["metrics"]["point_recall_by_area"]) == {"<1", "1-4", ">=4", "all"}
+    # seconds per training epoch, measured by the task (the figure issue reports quote)
+    assert len(report["train_epoch_seconds"]) == 1 and report["train_epoch_seconds"][0] > 0
 
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)

@@ -27,7 +27,7 @@ from hsi.detection.matching import MatchWeights, SetCriterion, to_pixels
 from hsi.detection.metrics import DEFAULT_RADIUS, point_average_precision, point_recall_by_size
 from hsi.errors import ConfigError
 from hsi.models.registry import create_model
-from hsi.tasks.training import report_folder
+from hsi.tasks.training import EpochTimer, report_folder
 
 log = logging.getLogger(__name__)
 COCO_MAX_DETECTIONS = 100
@@ -63,7 +63,7 @@ def decode_detections(
     return result
 
 
-class DetectionTask(L.LightningModule):
+class DetectionTask(EpochTimer, L.LightningModule):
     """Train and evaluate a point-object detector (SpecDETR) on a detection folder.
 
     Args:
@@ -114,6 +114,7 @@ class DetectionTask(L.LightningModule):
         self.normalization: dict[str, list[float]] | None = None
         self.data_description: dict[str, Any] | None = None
         self.image_size: tuple[int, int] | None = None
+        self.epoch_seconds: list[float] = []  # logged as train/epoch_seconds (EpochTimer)
         self._reset_eval()
         if in_bands is not None and num_classes is not None:
             self._build()
@@ -271,8 +272,12 @@ class DetectionTask(L.LightningModule):
             "hparams": {k: v for k, v in dict(self.hparams).items()},
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "data": self.data_description,
+            "train_epoch_seconds": self.epoch_seconds or None,
         }
-        path.write_text(json.dumps(report, indent=2, default=str))
+        from hsi.data.writers import atomic_output
+
+        with atomic_output(path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, default=str))
         log.info("wrote %s", path)
         self.report_path = path
 
