@@ -652,9 +652,16 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
     (``~/.cache/hsi`` when ``XDG_CACHE_HOME`` is unset)."""
     if root is not None and str(root) != "":
         return Path(root).expanduser().resolve()
-    env = os.environ.get(DATA_ENV, "").strip()
-    if env:
-        return Path(env).expanduser().resolve()
+    return _env_dir(DATA_ENV) or _user_cache_dir()
+
+
+def _env_dir(variable: str) -> Path | None:
+    value = os.environ.get(variable, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/hsi``, else ``~/.cache/hsi``."""
     cache = os.environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
     return (base / "hsi").resolve()
@@ -666,12 +673,7 @@ def cache_root() -> Path:
 
     Kept apart from the data root so that a read-only or shared data folder is never
     written to."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env).expanduser().resolve()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return (base / "hsi").resolve()
+    return _env_dir(CACHE_ENV) or _user_cache_dir()
 
 
 def _search_dirs(card: DatasetCard, root: Path) -> list[Path]:
