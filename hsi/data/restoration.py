@@ -911,7 +911,6 @@ class RestorationDataModule(L.LightningDataModule):
         restores one scale) and differs from the others (a repeated case would be reported
         twice under one name). Sets the labels and specs the task reports them by."""
         self.test_degradation_names: list[str] = []
-        self.test_degradation_specs: list[dict[str, Any]] = []
         if specs is None:
             return []
         if isinstance(specs, (str, dict)) or not specs:
@@ -943,15 +942,19 @@ class RestorationDataModule(L.LightningDataModule):
             seen[key] = label
             built.append(d)
             self.test_degradation_names.append(label)
-            self.test_degradation_specs.append(d.spec())
         return built
+
+    @property
+    def test_degradation_specs(self) -> list[dict[str, Any]]:
+        """The specs of ``test_degradations``, in order (what the task's report records)."""
+        return [d.spec() for d in self.test_degradations]
 
     def _noise_key(self, k: int) -> int | None:
         """Extra seed of test degradation ``k``: none when it is ``degradation`` itself (its
         test set is then exactly the one a run without ``test_degradations`` scores), else
         a digest of its spec, so each case's noise is fixed, differs from the others', and
         does not depend on the order or the rest of the list."""
-        spec = self.test_degradation_specs[k]
+        spec = self.test_degradations[k].spec()
         if spec == self.degradation_spec:
             return None
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).digest()

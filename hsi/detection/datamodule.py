@@ -29,10 +29,10 @@ folder per split, kept under the cache (:func:`hsi.data.registry.cache_root`), a
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,8 +150,6 @@ def read_detection_folder(root: str | Path) -> DetectionFolder:
     )
 
 
-# Converter of each detection card ``format``: (module, function(root, split, out, overwrite)).
-CONVERTERS = {"spod": ("hsi.detection.spod", "convert_spod")}
 # Part of the cache stamp: bump when a converter's output changes, so old caches are rebuilt.
 CONVERSION_VERSION = 1
 
@@ -214,7 +212,6 @@ def prepare_detection_dataset(
         base = cache_root() / "detection" / card.name / key
     else:
         base = Path(cache_dir).expanduser().resolve()
-    module, function = CONVERTERS[str(form.format)]
     out: dict[str, Path] = {}
     for split in form.splits.values():
         target = base / split.name
@@ -234,14 +231,24 @@ def prepare_detection_dataset(
         if current != stamp or not (target / "annotations.json").is_file():
             log.info("converting %s %s from %s into %s", card.name, split.name, source, target)
             stamp_path.unlink(missing_ok=True)  # a conversion cut short leaves no valid stamp
-            convert = getattr(importlib.import_module(module), function)
-            convert(source, split.name, target, overwrite=True)
+            _converter(str(form.format))(source, split.name, target, overwrite=True)
             tmp = stamp_path.with_name(f".{stamp_path.name}.partial")
             tmp.write_text(json.dumps(stamp, indent=1))
             os.replace(tmp, stamp_path)
         _check_against_card(card, split, read_detection_folder(target), source)
         out[split.name] = target
     return out
+
+
+def _converter(fmt: str) -> Callable[..., Any]:
+    """The converter of a detection card's ``format`` (the registry validates the names:
+    ``hsi.data.registry.DETECTION_FORMATS``). Imported here, not at module level, because
+    ``hsi.detection.spod`` imports this module."""
+    if fmt == "spod":
+        from hsi.detection.spod import convert_spod
+
+        return convert_spod
+    raise ConfigError(f"no converter for detection format {fmt!r}")
 
 
 def _check_against_card(
