@@ -1,5 +1,7 @@
 """Lightning callbacks for hsi's training runs.
 
+:class:`ResumeCheckpoint` keeps a resume file after every epoch (``hsi fit --resume_dir``).
+
 :class:`CyclicLoRAScaling` is LoLA-SpecViT's cyclical modulation of LoRA's adaptation
 strength (Zidi et al., "LoLA-SpecViT: Local Attention SwiGLU Vision Transformer with LoRA
 for Hyperspectral Imaging", JAG 144:104924, 2025, arXiv:2506.17759): "a novel cyclical
@@ -12,11 +14,14 @@ the settings of their ``CosineAnnealingWarmRestarts``).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from hsi.errors import ConfigError
 from hsi.nn.lora import LoRALinear
@@ -117,3 +122,63 @@ class CyclicLoRAScaling(Callback):
     on_test_start = _restore
     on_predict_start = _restore
     on_train_end = _restore
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Keep ``<dirpath>/last.ckpt`` up to date after every training epoch, so that a killed
+    run continues where it stopped instead of starting over.
+
+    Why: a full benchmark suite is hours of CPU time, and the GPU machines this project is
+    lent stop a command after ten minutes; a run must survive ``timeout``, a closed session
+    or a preempted machine. ``hsi fit --resume_dir DIR`` adds this callback and, when
+    ``DIR/last.ckpt`` exists, resumes from it (weights, optimiser, schedulers, loop
+    counters, the best-checkpoint bookkeeping and the task's epoch timings).
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` is not enough: since 2.x it writes
+    ``last.ckpt`` only in epochs that also write a best checkpoint. The file is written to a
+    temporary name and renamed, so a kill during the write leaves the previous epoch's file
+    whole. Being a :class:`Checkpoint`, it runs after the task's own epoch-end hook and, when
+    appended after the best-model ``ModelCheckpoint``, after that one's bookkeeping too.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__()
+        self.dirpath = Path(dirpath)
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    def state_dict(self) -> dict[str, Any]:
+        # the interrupted run's log version: resuming into the same log folder keeps its
+        # metrics and lets the best-model checkpoint keep its best score (Lightning reloads
+        # that only when the checkpoint folder is unchanged)
+        return {"logger_version": getattr(self, "_logger_version", None)}
+
+    def saved_logger_version(self) -> int | str | None:
+        """The log version the resume file was written under (None: none, or no file)."""
+        import torch
+
+        if not self.path.is_file():
+            return None
+        checkpoint = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
+        return state.get("logger_version")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = trainer.logger
+        self._logger_version = None if logger is None else logger.version
+        tmp = self.path.with_name(self.FILENAME + ".tmp")
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)  # collective: every rank calls it, rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        """Delete the resume file (the run finished: there is nothing left to resume)."""
+        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dirpath.rmdir()  # only when empty

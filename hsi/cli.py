@@ -24,6 +24,8 @@ def _build_cli_class() -> type:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from hsi.callbacks import ResumeCheckpoint
+
     class HsiCLI(LightningCLI):
         """LightningCLI with hsi's defaults: best-on-validation checkpoints, test after fit."""
 
@@ -41,6 +43,14 @@ def _build_cli_class() -> type:
                 }
             )
             parser.add_argument(
+                "--resume_dir",
+                type=str | None,
+                default=None,
+                help="fit: keep a resume checkpoint (DIR/last.ckpt) after every epoch and, "
+                "when one is there, continue from it; removed once the run finishes. For "
+                "runs that may be killed (time limits, closed sessions)",
+            )
+            parser.add_argument(
                 "--test_after_fit",
                 type=bool,
                 default=True,
@@ -48,7 +58,41 @@ def _build_cli_class() -> type:
                 "the report",
             )
 
+        def _resume_dir(self) -> str | None:
+            return self.config[self.subcommand].get("resume_dir") if self.subcommand else None
+
+        def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+            trainer = super().instantiate_trainer(**kwargs)
+            resume_dir = self._resume_dir()
+            if resume_dir and self.subcommand == "fit":
+                # appended last: it must save after the best-model checkpoint's bookkeeping
+                trainer.callbacks.append(ResumeCheckpoint(resume_dir))
+            return trainer
+
+        def _resume_callback(self) -> ResumeCheckpoint | None:
+            found = [c for c in self.trainer.callbacks if isinstance(c, ResumeCheckpoint)]
+            return found[0] if found else None
+
+        def before_fit(self) -> None:
+            resume = self._resume_callback()
+            fit_config = self.config_init["fit"]
+            if resume is None or not resume.path.is_file() or fit_config.get("ckpt_path"):
+                return
+            log.info("resuming an interrupted run from %s", resume.path)
+            fit_config["ckpt_path"] = str(resume.path)
+            # an auto-numbered log folder (CSV/TensorBoard) goes on in the interrupted run's
+            # folder instead of a new one; a version the config names is left alone
+            logger, version = self.trainer.logger, resume.saved_logger_version()
+            if version is not None and getattr(logger, "_version", "") is None:
+                logger._version = version  # type: ignore[union-attr]
+
         def after_fit(self) -> None:
+            self._test_after_fit()
+            resume = self._resume_callback()
+            if resume is not None and not self.trainer.interrupted:
+                resume.remove()
+
+        def _test_after_fit(self) -> None:
             if not self.config[self.subcommand].get("test_after_fit", True):
                 return
             if self.trainer.checkpoint_callback is None or not getattr(
@@ -83,7 +127,8 @@ def run_lightning(args: list[str] | None = None) -> Any:
 OVERVIEW = """hsi — hyperspectral model zoo
 
   hsi fit|validate|test|predict --config CONFIG.yaml [--section.key value ...]
-                                   train / evaluate with LightningCLI (configs/ has examples)
+                                   train / evaluate with LightningCLI (configs/ has examples);
+                                   fit --resume_dir DIR: a killed run goes on from its last epoch
   hsi predict --ckpt CKPT --input SCENE.tif --output MAP.tif
                                    classify (or restore, or detect: the checkpoint says) a
                                    whole GeoTIFF/ENVI scene; georeferenced map / cube /

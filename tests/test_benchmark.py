@@ -283,6 +283,45 @@ def test_suite_is_resumable(tmp_path: Path, monkeypatch, capsys) -> None:
     assert capsys.readouterr().out.count("already done") == 2
 
 
+def test_killed_run_is_resumed_and_its_wall_time_falls_back_to_epochs(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    suites = _toy_suite(tmp_path)
+    out = tmp_path / "out"
+    suite = load_suites(suites)["toy"]
+    resume = run_dir(out, suite.runs[0], 0) / runner.RESUME_DIR
+    calls: list[list[str]] = []
+    finish = _fake_fit(calls)
+
+    def killed_then_finished(args: list[str]) -> int:
+        # every run is given its resume folder; the first attempt dies mid-run, leaving a
+        # resume file, as `timeout` or a closed session would
+        assert f"--resume_dir={resume.resolve()}" in args
+        if not calls:
+            calls.append(args)
+            resume.mkdir(parents=True)
+            (resume / "last.ckpt").write_bytes(b"epoch 1")
+            return 1
+        code = finish(args)
+        (resume / "last.ckpt").unlink(missing_ok=True)  # hsi fit removes it when done
+        return code
+
+    monkeypatch.setattr(runner, "_fit", killed_then_finished)
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    argv += ["--seeds", "0"]
+    assert main(argv) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[1/1] toy_run seed 0: resuming an interrupted run" in printed
+    sidecar = json.loads((resume.parent / "benchmark_run.json").read_text())
+    assert sidecar["resumed"] is True and sidecar["wall_seconds"] is None
+    assert sidecar["last_segment_seconds"] >= 0
+    # the killed segment was not timed: the row shows the summed epochs + test, marked ≈
+    record = load_report(resume.parent / "test_report.json")
+    assert record.wall_seconds == pytest.approx(3 * 2.0 + 1.0) and not record.wall_measured
+
+
 def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:
     suites = _toy_suite(tmp_path)
     calls: list[list[str]] = []

@@ -6,7 +6,8 @@ Two ways in:
 - ``hsi benchmark --suite NAME`` (or ``--quick``) trains every run of a suite
   (``suites.yaml``) once per seed with ``hsi fit``, each into ``<out>/<run>/seed<N>/``. A run
   whose ``test_report.json`` exists is not trained again, so an interrupted suite resumes
-  where it stopped.
+  where it stopped, and an interrupted run continues from its last finished epoch
+  (``hsi fit --resume_dir``), so the suite can be run in pieces under a time limit.
 - ``hsi benchmark --collect DIR ...`` trains nothing: it gathers the ``test_report.json``
   files under the given directories (e.g. ``runs/`` of earlier ``hsi fit`` runs).
 
@@ -62,6 +63,7 @@ __all__ = [
 
 REPORT_NAME = "test_report.json"
 SIDECAR_NAME = "benchmark_run.json"
+RESUME_DIR = "resume"  # hsi fit --resume_dir: an interrupted run continues from its last epoch
 DEFAULT_OUT = "benchmarks/results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +120,7 @@ def fit_args(
         f"--trainer.logger={json.dumps(logger)}",
         f"--trainer.default_root_dir={target}",
         f"--model.init_args.report_dir={target}",
+        f"--resume_dir={target / RESUME_DIR}",
         f"--trainer.enable_progress_bar={str(progress_bar).lower()}",
     ]
     if max_epochs is not None:
@@ -227,7 +230,9 @@ def run_suite(
             echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
             outcomes.append(RunOutcome(run.name, seed, target, "dry run"))
             continue
-        echo(f"{head}: training -> {target}")
+        resumed = (target / RESUME_DIR / "last.ckpt").is_file()
+        what = "resuming an interrupted run" if resumed else "training"
+        echo(f"{head}: {what} -> {target}")
         start = time.perf_counter()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         try:
@@ -243,7 +248,7 @@ def run_suite(
             echo(f"{head}: FAILED after {_fmt_seconds(seconds)}: {error}")
             outcomes.append(RunOutcome(run.name, seed, target, "failed", error, seconds))
             continue
-        _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs)
+        _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs, resumed)
         echo(f"{head}: done in {_fmt_seconds(seconds)}{_report_oa(report)}")
         outcomes.append(RunOutcome(run.name, seed, target, "done", seconds=seconds))
     return outcomes
@@ -285,7 +290,11 @@ def _write_sidecar(
     seconds: float,
     started: str,
     max_epochs: int | None,
+    resumed: bool = False,
 ) -> None:
+    """Record how the run was made. A resumed run's wall time is not known (the killed
+    segments went unmeasured), so it is left out and the table falls back to the summed epoch
+    times the report carries across segments (marked ≈)."""
     from hsi.data.writers import atomic_output
 
     record = {
@@ -297,7 +306,9 @@ def _write_sidecar(
         "max_epochs": max_epochs,
         "published": run.published,
         "args": args,
-        "wall_seconds": seconds,
+        "wall_seconds": None if resumed else seconds,
+        "resumed": resumed,
+        "last_segment_seconds": seconds,
         "started": started,
     }
     with atomic_output(target / SIDECAR_NAME, overwrite=True) as tmp:

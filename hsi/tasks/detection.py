@@ -300,6 +300,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
 
     # ---- checkpoint -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the epoch timings (EpochTimer)
         checkpoint["hsi"] = {
             "task": "detection",  # routes `hsi predict --input` to the detection predictor
             "normalization": self.normalization,
@@ -309,6 +310,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # the epoch timings (EpochTimer)
         meta = checkpoint.get("hsi") or {}
         self.normalization = meta.get("normalization")
         self.data_description = meta.get("data")

@@ -414,6 +414,7 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # the epoch timings (EpochTimer)
         self.checkpoint_epoch = checkpoint.get("epoch")
         meta = checkpoint.get("hsi") or {}
         self.scaling = meta.get("scaling")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from hsi.errors import ConfigError
 
@@ -106,6 +107,19 @@ class EpochTimer:
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
         self.log("train/epoch_seconds", seconds)  # type: ignore[attr-defined]
+
+    # The timings travel in every checkpoint so that a resumed run (``hsi fit --resume_dir``)
+    # reports all its epochs, not only those after the restart. They are restored only when
+    # fitting: testing the best checkpoint must keep the whole run's list.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hsi_epoch_seconds"] = [float(s) for s in self.epoch_seconds]
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            self.epoch_seconds = list(checkpoint.get("hsi_epoch_seconds") or [])
 
 
 def report_folder(report_dir: str | None, trainer: Any, what: str) -> Path | None:

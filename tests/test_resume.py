@@ -1,0 +1,115 @@
+"""`hsi fit --resume_dir`: a run killed between epochs continues where it stopped."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from test_cli_e2e import _config, _write_scene
+
+from hsi.callbacks import ResumeCheckpoint
+from hsi.cli import main
+
+
+class EpochProbe(Callback):
+    """Test helper: records the epochs trained into a JSON file; optionally dies at the start
+    of one epoch, the way a killed process would (no after-fit code runs)."""
+
+    def __init__(self, record: str, crash_at: int | None = None) -> None:
+        self.record = Path(record)
+        self.crash_at = crash_at
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        score = trainer.checkpoint_callback.best_model_score
+        best = self.record.with_suffix(".best")
+        best.write_text(json.dumps(None if score is None else float(score)))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.crash_at:
+            raise RuntimeError("killed")
+        seen = json.loads(self.record.read_text()) if self.record.is_file() else []
+        self.record.write_text(json.dumps([*seen, trainer.current_epoch]))
+
+
+def _probe(record: Path, crash_at: int | None = None) -> str:
+    spec = {"class_path": "test_resume.EpochProbe", "init_args": {"record": str(record)}}
+    if crash_at is not None:
+        spec["init_args"]["crash_at"] = crash_at
+    return "--trainer.callbacks=" + json.dumps([spec])
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path, one_thread) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    resume = tmp_path / "resume"
+    common = ["fit", "--config", str(cfg), "--trainer.max_epochs=4", f"--resume_dir={resume}"]
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+
+    # killed at the start of epoch 2: epochs 0 and 1 were trained and saved
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*common, _probe(first, crash_at=2)])
+    assert json.loads(first.read_text()) == [0, 1]
+    saved = torch.load(resume / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1 and len(saved["hsi_epoch_seconds"]) == 2
+    best_state = next(v for k, v in saved["callbacks"].items() if "val/OA" in k)
+    first_best = float(best_state["best_model_score"])
+    first_best_epoch = int(Path(best_state["best_model_path"]).stem.split("epoch")[1])
+    run = tmp_path / "runs" / "toy" / "version_0"
+    assert not (run / "test_report.json").exists()
+
+    # the same command again trains only epochs 2 and 3, then tests and cleans up
+    assert main([*common, _probe(second)]) == 0
+    assert json.loads(second.read_text()) == [2, 3]
+    # the best-model checkpoint went on from the first segment's best score
+    assert json.loads(second.with_suffix(".best").read_text()) == pytest.approx(first_best)
+    # in the interrupted run's auto-numbered log folder, not a new one
+    assert not (tmp_path / "runs" / "toy" / "version_1").exists()
+    report = json.loads((run / "test_report.json").read_text())
+    assert report["epochs_run"] == 4  # the timings of the killed segment travelled along
+    assert len(report["timings"]["train_epoch_seconds"]) == 4
+    # the best epoch is chosen over both segments: the first segment's best score survived
+    # the restart (metrics.csv holds only the second segment: a kill loses unflushed rows)
+    with (run / "metrics.csv").open() as f:
+        val = {int(r["epoch"]): float(r["val/OA"]) for r in csv.DictReader(f) if r["val/OA"]}
+    assert sorted(val) == [2, 3]
+    val[first_best_epoch] = first_best
+    best = max(val.values())
+    assert report["checkpoint_epoch"] == min(e for e, v in val.items() if v == best)
+    assert not resume.exists()
+
+
+def test_resume_file_is_replaced_whole_each_epoch(tmp_path: Path, one_thread) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    resume = tmp_path / "resume"
+    with pytest.raises(RuntimeError, match="killed"):
+        main(
+            [
+                "fit",
+                "--config",
+                str(cfg),
+                f"--resume_dir={resume}",
+                _probe(tmp_path / "seen.json", crash_at=1),
+            ]
+        )
+    # one file, no temporary left beside it
+    assert sorted(p.name for p in resume.iterdir()) == [ResumeCheckpoint.FILENAME]
+
+
+def test_finished_run_leaves_no_resume_file_and_plain_fit_writes_none(
+    tmp_path: Path, one_thread
+) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    resume = tmp_path / "resume"
+    assert (
+        main(["fit", "--config", str(cfg), "--trainer.max_epochs=1", f"--resume_dir={resume}"]) == 0
+    )
+    assert not resume.exists()
+    assert main(["fit", "--config", str(cfg), "--trainer.max_epochs=1"]) == 0
+    assert not list(tmp_path.rglob(ResumeCheckpoint.FILENAME))
