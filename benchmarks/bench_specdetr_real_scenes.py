@@ -72,13 +72,23 @@ def settings_from_config(path: str, args: argparse.Namespace) -> FoldSettings:
         tile=args.tile,
         overlap=args.overlap,
         seed=args.seed,
+        boxes=args.boxes,
         accelerator=args.accelerator,
         task_kwargs=task,
     )
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row["scene"], row["fold"], row["epochs"], row["n_images"], row["seed"], row["config"])
+    # rows written before the box convention was recorded used the footprint squares
+    return (
+        row["scene"],
+        row["fold"],
+        row["epochs"],
+        row["n_images"],
+        row["seed"],
+        row["config"],
+        row.get("boxes", "exact"),
+    )
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:
@@ -147,6 +157,12 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument(
+        "--boxes",
+        choices=("pixel", "exact"),
+        default="pixel",
+        help="box convention of the simulated training targets (pixel: SPOD's pixel grid)",
+    )
     parser.add_argument("--results", default="benchmarks/results/specdetr_real_scenes.jsonl")
     parser.add_argument("--out", default="benchmarks/results/specdetr_real_scenes.md")
     args = parser.parse_args()
@@ -160,7 +176,7 @@ def main() -> None:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     base = {"epochs": args.epochs, "n_images": args.n_images, "seed": args.seed,
-            "config": Path(args.config).name}  # fmt: skip
+            "config": Path(args.config).name, "boxes": args.boxes}  # fmt: skip
     for name in args.scenes:
         done = {_key(r) for r in _read_results(results)}
         if (name, None, *base.values()) in done or all(
@@ -179,7 +195,10 @@ def main() -> None:
             # Re-read before every fold: another run may be filling the same file.
             if (name, fold, *base.values()) in {_key(r) for r in _read_results(results)}:
                 continue
-            workdir = Path(args.workdir) / f"{name}_e{args.epochs}_n{args.n_images}_s{args.seed}"
+            workdir = (
+                Path(args.workdir)
+                / f"{name}_e{args.epochs}_n{args.n_images}_s{args.seed}_{args.boxes}"
+            )
             start = time.perf_counter()
             result = train_and_score_fold(
                 scene.cube, scene.target_map, fold, workdir / f"fold{fold}", settings
@@ -195,16 +214,17 @@ def main() -> None:
             )
 
     key_rows = [r for r in _read_results(results)
-                if all(r[k] == v for k, v in base.items())]  # fmt: skip
+                if _key(r)[2:] == tuple(base.values())]  # fmt: skip
     text = (
         f"SpecDETR ({Path(args.config).name}, {args.epochs} epochs, {args.n_images} simulated "
-        f"32x32 images per fold, seed {args.seed}) trained only on targets simulated into each "
-        "scene with the scene's real targets removed; the simulated target spectrum is the mean "
-        "of the other half of the scene's objects (the classical held-out split), whose pixels "
-        "are left out of the ROC. ROC AUC: pixel score = best score of the boxes covering it. "
-        "Point AP / recall (score >= 0.3): the fold's objects, hit within max(1 px, half the "
-        "object's box diagonal) of its centroid. Means over both folds; n/a: one object. "
-        f"{torch.get_num_threads()} torch thread(s).\n\n" + table(key_rows, args.scenes)
+        f"32x32 images per fold, {args.boxes} boxes, seed {args.seed}) trained only on targets "
+        "simulated into each scene with the scene's real targets removed; the simulated "
+        "target spectrum is the mean of the other half of the scene's objects (the classical "
+        "held-out split), whose pixels are left out of the ROC. ROC AUC: pixel score = best "
+        "score of the boxes covering it. Point AP / recall (score >= 0.3): the fold's objects, "
+        "hit within max(1 px, half the object's box diagonal) of its centroid. Means over both "
+        f"folds; n/a: one object. {torch.get_num_threads()} torch thread(s).\n\n"
+        + table(key_rows, args.scenes)
     )
     print("\n" + text)
     with atomic_output(args.out, overwrite=True) as tmp:

@@ -64,7 +64,12 @@ def test_simulate_writes_a_consistent_seeded_dataset(tmp_path) -> None:
     for ann in coco["annotations"]:
         x, y, w, h = ann["bbox"]
         assert 0 <= x and x + w <= 16 and 0 <= y and y + h <= 16
-        assert ann["point"] == [x + w / 2, y + h / 2] and ann["area"] == pytest.approx(w * h)
+        assert all(float(v).is_integer() for v in ann["bbox"])  # SPOD: on the pixel grid
+        fx, fy, side, _ = ann["footprint"]
+        assert x <= fx and fx + side <= x + w and y <= fy and fy + side <= y + h
+        assert w < side + 2 and h < side + 2  # the smallest grid box around the footprint
+        assert ann["point"] == [fx + side / 2, fy + side / 2]
+        assert ann["area"] == pytest.approx(side * side) and ann["size"] == side
     record = json.loads((tmp_path / "a" / "simulation.json").read_text())
     assert record["spec"]["seed"] == 3 and record["stats"]["targets"] == stats.targets
     assert "targets" in stats.summary()
@@ -84,6 +89,42 @@ def test_targets_change_only_their_pixels(tmp_path) -> None:
             x, y, w, h = ann["bbox"]
             touched[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
         assert changed.any() and not (changed & ~touched).any()
+
+
+@pytest.mark.parametrize("boxes", ["pixel", "exact"])
+def test_pixel_boxes_are_exactly_the_changed_pixels(tmp_path, boxes) -> None:
+    cube = _background()
+    spec = SimulationSpec(
+        n_images=4, image_size=16, snr_db=None, sizes=(0.25, 0.5, 2.0), seed=1, boxes=boxes
+    )
+    simulate(cube, {"t": np.full(6, 5.0)}, spec, tmp_path / boxes)
+    coco = json.loads((tmp_path / boxes / "annotations.json").read_text())
+    sub_pixel = 0
+    for image in coco["images"]:
+        top, left = image["crop"]
+        clean = cube.data[:, top : top + 16, left : left + 16]
+        changed = (np.load(tmp_path / boxes / image["file_name"]) != clean).any(axis=0)
+        boxed = np.zeros_like(changed)
+        for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            x, y, w, h = ann["bbox"]
+            if boxes == "exact":
+                assert ann["bbox"] == ann["footprint"]
+                x, y = int(x), int(y)
+                w, h = int(np.ceil(ann["bbox"][0] + w)) - x, int(np.ceil(ann["bbox"][1] + h)) - y
+            boxed[int(y) : int(y + h), int(x) : int(x + w)] = True
+            sub_pixel += ann["size"] < 1
+        np.testing.assert_array_equal(changed, boxed)
+    assert sub_pixel > 0
+
+
+def test_unknown_box_convention_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="boxes='center'"):
+        simulate(
+            _background(),
+            {"t": np.ones(6)},
+            SimulationSpec(image_size=16, boxes="center"),
+            tmp_path / "x",
+        )
 
 
 def test_no_partial_dataset_is_left_on_failure(tmp_path, monkeypatch) -> None:

@@ -110,9 +110,7 @@ def _metric_dict(value: Any, where: str) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict) or any(k not in PUBLISHED_METRICS for k in value):
-        raise ConfigError(
-            f"{where}: metrics must be a mapping with keys among {PUBLISHED_METRICS}"
-        )
+        raise ConfigError(f"{where}: metrics must be a mapping with keys among {PUBLISHED_METRICS}")
     return {k: float(v) for k, v in value.items() if v is not None}
 
 

@@ -164,6 +164,7 @@ class FoldSettings:
     targets_per_image: tuple[int, int] = (1, 6)
     abundance: tuple[float, float] = (0.5, 1.0)
     snr_db: float = 30.0
+    boxes: str = "pixel"  # the simulator's box convention (SPOD's pixel-grid boxes)
     val: float = 0.1
     batch_size: int = 4
     gradient_clip_val: float = 0.1
@@ -187,6 +188,7 @@ class FoldSettings:
             snr_db=self.snr_db,
             min_separation=separation,
             seed=self.seed + fold,
+            boxes=self.boxes,
         )
 
 

@@ -52,6 +52,13 @@ def simulate_main(argv: list[str]) -> int:
     parser.add_argument("--abundance", default="0.5:1.0", help="MIN:MAX")
     parser.add_argument("--snr-db", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--boxes",
+        choices=("pixel", "exact"),
+        default="pixel",
+        help="pixel (default, as SPOD): a target's box is the bounding box of the pixels it "
+        "touches; exact: its footprint square, fractional for sub-pixel targets",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     if (args.classes is None) == (args.library is None):
@@ -77,6 +84,7 @@ def simulate_main(argv: list[str]) -> int:
         snr_db=args.snr_db,
         region=_region(args.region),
         seed=args.seed,
+        boxes=args.boxes,
     )
     stats = simulate(scene.cube, library, spec, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {stats.summary()}")

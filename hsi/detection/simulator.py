@@ -19,16 +19,28 @@ with :func:`library_from_labels` (class-mean spectra of labelled pixels, possibl
 scene) or :func:`read_spectral_library` (a CSV with wavelengths, resampled to the scene).
 
 The output is a folder: ``images/<id>.npy`` (float32, bands × H × W), ``annotations.json``
-(COCO style; ``bbox`` [x, y, w, h] and ``point`` [x, y] in pixels with x = column,
-fractional for sub-pixel targets, plus ``area`` in pixels, ``abundance``, ``size``) and
-``simulation.json`` (the settings, the seed and the statistics). It is written to a
-temporary folder and renamed at the end, so no partial dataset is ever left behind.
+(COCO style, pixels, x = column: ``bbox`` [x, y, w, h], ``point`` [x, y] the footprint's
+centre, fractional for sub-pixel targets, ``footprint`` [x, y, side, side] the exact square,
+``area`` its area in pixels, ``abundance``, ``size``) and ``simulation.json`` (the settings,
+the seed and the statistics).
+
+**Boxes** follow SPOD by default (``boxes="pixel"``): the box of a target is the bounding box
+of the pixels its footprint touches, on the pixel grid, as the authors' generator
+(HODToolbox ``MaskGenerator``) and their test annotations (``cv2.boundingRect`` of target
+masks) do. A target of 0.25 px inside one pixel is a 1×1 box; one that straddles a pixel
+corner is 2×2. Where inside a pixel a sub-pixel target lies is not observable in the data, so
+a box finer than the grid would ask the detector (and its IoU matching, and box mAP) for
+something no pixel carries. ``boxes="exact"`` keeps the footprint square as the box.
+
+The folder is written to a temporary folder and renamed at the end, so no partial dataset is
+ever left behind.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,6 +52,16 @@ from hsi.data.cube import SpectralCube
 from hsi.data.writers import atomic_directory
 from hsi.detection.targets import match_signature
 from hsi.errors import ConfigError, DataError
+
+BOX_CONVENTIONS = ("pixel", "exact")
+
+
+def pixel_box(x: float, y: float, side: float, height: int, width: int) -> list[float]:
+    """SPOD's box of a ``side``-pixel square with top-left corner (x, y): the [x, y, w, h]
+    bounding box of the pixels it covers (those :func:`implant` mixes), on the pixel grid."""
+    x0, y0 = math.floor(x), math.floor(y)
+    x1, y1 = min(math.ceil(x + side), width), min(math.ceil(y + side), height)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class SimulationSpec:
     min_separation: float = 3.0
     region: tuple[int, int, int, int] | None = None  # row0, row1, col0, col1 of the cube
     seed: int = 0
+    boxes: str = "pixel"  # "pixel": SPOD's pixel-grid boxes; "exact": the footprint square
 
     def check(self, cube_shape: tuple[int, int]) -> tuple[int, int, int, int]:
         """Validate against a cube's (height, width); returns the region to crop from."""
@@ -74,6 +97,11 @@ class SimulationSpec:
         a0, a1 = self.abundance
         if not 0 < a0 <= a1 <= 1:
             raise ConfigError(f"abundance range {self.abundance} must lie in (0, 1]")
+        if self.boxes not in BOX_CONVENTIONS:
+            raise ConfigError(
+                f"boxes={self.boxes!r}: use one of {', '.join(BOX_CONVENTIONS)} (pixel: SPOD's "
+                "boxes on the pixel grid; exact: the target's footprint square)"
+            )
         return r0, r1, c0, c1
 
 
@@ -207,8 +235,13 @@ def simulate(
                         "id": len(annotations) + 1,
                         "image_id": image_id,
                         "category_id": cls + 1,
-                        "bbox": [x, y, side, side],
+                        "bbox": (
+                            pixel_box(x, y, side, size, size)
+                            if spec.boxes == "pixel"
+                            else [x, y, side, side]
+                        ),
                         "point": [x + side / 2, y + side / 2],
+                        "footprint": [x, y, side, side],
                         "area": side * side,
                         "size": side,
                         "abundance": abundance,
