@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -320,6 +321,32 @@ def test_killed_run_is_resumed_and_its_wall_time_falls_back_to_epochs(
     # the killed segment was not timed: the row shows the summed epochs + test, marked ≈
     record = load_report(resume.parent / "test_report.json")
     assert record.wall_seconds == pytest.approx(3 * 2.0 + 1.0) and not record.wall_measured
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_whole_suite(tmp_path: Path, monkeypatch, capsys, sig, code) -> None:
+    suites = _toy_suite(tmp_path)
+    calls: list[list[str]] = []
+    finish = _fake_fit(calls)
+
+    def killed_during_seed_1(args: list[str]) -> int:
+        if "--seed_everything=1" in args:
+            calls.append(args)
+            signal.raise_signal(sig)  # `timeout` or Ctrl-C while the second run trains
+            raise AssertionError("the signal must stop the run at once")
+        return finish(args)
+
+    monkeypatch.setattr(runner, "_fit", killed_during_seed_1)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = tmp_path / "out"
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main([*argv, "--seeds", "0", "1", "2"]) == code
+    assert len(calls) == 2  # seed 2 never started
+    printed = capsys.readouterr().out
+    assert f"[2/3] toy_run seed 1: stopped by {signal.Signals(sig).name}" in printed
+    assert "1 finished run(s) kept" in printed and "run the same command" in printed
+    assert "| toy_run |" in (out / "benchmark.md").read_text()  # the finished run's table
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # handlers given back
 
 
 def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 from test_cli_e2e import _config, _write_scene
 
@@ -20,9 +23,12 @@ class EpochProbe(Callback):
     """Test helper: records the epochs trained into a JSON file; optionally dies at the start
     of one epoch, the way a killed process would (no after-fit code runs)."""
 
-    def __init__(self, record: str, crash_at: int | None = None) -> None:
+    def __init__(
+        self, record: str, crash_at: int | None = None, sigterm_once: str | None = None
+    ) -> None:
         self.record = Path(record)
         self.crash_at = crash_at
+        self.sigterm_once = Path(sigterm_once) if sigterm_once else None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         score = trainer.checkpoint_callback.best_model_score
@@ -31,7 +37,11 @@ class EpochProbe(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.crash_at:
-            raise RuntimeError("killed")
+            if self.sigterm_once is None:
+                raise RuntimeError("killed")
+            if not self.sigterm_once.exists():  # `timeout` sends SIGTERM, once
+                self.sigterm_once.touch()
+                os.kill(os.getpid(), signal.SIGTERM)
         seen = json.loads(self.record.read_text()) if self.record.is_file() else []
         self.record.write_text(json.dumps([*seen, trainer.current_epoch]))
 
@@ -113,3 +123,39 @@ def test_finished_run_leaves_no_resume_file_and_plain_fit_writes_none(
     assert not resume.exists()
     assert main(["fit", "--config", str(cfg), "--trainer.max_epochs=1"]) == 0
     assert not list(tmp_path.rglob(ResumeCheckpoint.FILENAME))
+
+
+def test_benchmark_suite_stopped_by_sigterm_continues_its_run(tmp_path: Path, one_thread) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    record, marker = tmp_path / "epochs.json", tmp_path / "killed"
+    probe = {
+        "class_path": "test_resume.EpochProbe",
+        "init_args": {"record": str(record), "crash_at": 1, "sigterm_once": str(marker)},
+    }
+    run = {
+        "name": "toy_run",
+        "config": str(cfg),
+        "seeds": [0],
+        "overrides": ["--trainer.callbacks=" + json.dumps([probe])],
+    }
+    suites = tmp_path / "suites.yaml"
+    suites.write_text(yaml.safe_dump({"suites": {"toy": {"description": "x", "runs": [run]}}}))
+    out = tmp_path / "out"
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+
+    # SIGTERM at the start of epoch 1, as `timeout` would send it: the suite stops (128 + 15)
+    assert main(argv) == 143
+    target = out / "toy_run" / "seed0"
+    assert (target / "resume" / "last.ckpt").is_file()
+    assert not (target / "test_report.json").exists()
+    assert json.loads(record.read_text()) == [0]
+
+    # the same command continues with epochs 1 and 2, then tests
+    assert main(argv) == 0
+    assert json.loads(record.read_text()) == [0, 1, 2]
+    report = json.loads((target / "test_report.json").read_text())
+    assert report["epochs_run"] == 3
+    sidecar = json.loads((target / "benchmark_run.json").read_text())
+    assert sidecar["resumed"] is True
+    assert not (target / "resume").exists()

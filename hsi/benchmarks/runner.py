@@ -20,13 +20,16 @@ published entry (``published.yaml``) and written atomically to ``<out>/benchmark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,12 +171,51 @@ def missing_data(run: SuiteRun, root: str | None = None) -> str | None:
     return None
 
 
+class SuiteStopped(BaseException):
+    """A termination signal (Ctrl-C, ``timeout``'s SIGTERM) arrived during a suite.
+
+    A BaseException, like KeyboardInterrupt, so that neither the suite's per-run error
+    handling nor Lightning's takes it for a failed run: the suite stops at once, keeps
+    finished runs and the interrupted run's resume checkpoint, and exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`SuiteStopped` while a suite runs.
+
+    Why: Lightning answers Ctrl-C with ``sys.exit(1)`` and then ignores SIGINT for the rest of
+    the process, and answers SIGTERM by stopping the fit with a SystemExit; the suite would
+    count either as one failed run and go on to the next, so ``timeout`` could not stop it
+    and Ctrl-C would not either. Lightning chains the SIGTERM handler it finds (this one).
+    Only the main thread can set handlers; elsewhere the suite runs without them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SuiteStopped(signum)
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 @dataclass
 class RunOutcome:
     run: str
     seed: int
     directory: Path
-    status: str  # "done", "skipped", "missing data", "failed"
+    status: str  # "done", "skipped", "missing data", "failed", "stopped"
     message: str = ""
     seconds: float | None = None
 
@@ -207,32 +249,26 @@ def run_suite(
     """
     fit = fit or _fit
     jobs = [(run, seed) for run in suite.runs for seed in (seeds or run.seeds)]
-    outcomes: list[RunOutcome] = []
     missing: dict[str, str | None] = {}
-    for i, (run, seed) in enumerate(jobs, 1):
+
+    def one(run: SuiteRun, seed: int, head: str) -> RunOutcome:
         target = run_dir(out, run, seed)
-        head = f"[{i}/{len(jobs)}] {run.name} seed {seed}"
         report = target / REPORT_NAME
         if report.is_file():
             note = _resume_note(target, max_epochs)
-            oa = _report_oa(report)
-            echo(f"{head}: already done{oa}, skipped{note} ({target})")
-            outcomes.append(RunOutcome(run.name, seed, target, "skipped"))
-            continue
+            echo(f"{head}: already done{_report_oa(report)}, skipped{note} ({target})")
+            return RunOutcome(run.name, seed, target, "skipped")
         if run.name not in missing:
             missing[run.name] = missing_data(run, root)
         if missing[run.name]:
             echo(f"{head}: dataset missing, skipped: {missing[run.name]}")
-            outcomes.append(RunOutcome(run.name, seed, target, "missing data", missing[run.name]))
-            continue
+            return RunOutcome(run.name, seed, target, "missing data", missing[run.name])
         args = fit_args(run, seed, out, max_epochs=max_epochs, root=root)
         if dry_run:
             echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
-            outcomes.append(RunOutcome(run.name, seed, target, "dry run"))
-            continue
+            return RunOutcome(run.name, seed, target, "dry run")
         resumed = (target / RESUME_DIR / "last.ckpt").is_file()
-        what = "resuming an interrupted run" if resumed else "training"
-        echo(f"{head}: {what} -> {target}")
+        echo(f"{head}: {'resuming an interrupted run' if resumed else 'training'} -> {target}")
         start = time.perf_counter()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         try:
@@ -240,17 +276,33 @@ def run_suite(
             error = "" if code == 0 else f"hsi fit exited with code {code}"
         except Exception as exc:  # one broken run must not lose the others' results
             traceback.print_exc()
-            code, error = 1, f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
         if not error and not report.is_file():
             error = f"hsi fit finished but wrote no {REPORT_NAME} in {target}"
         if error:
             echo(f"{head}: FAILED after {_fmt_seconds(seconds)}: {error}")
-            outcomes.append(RunOutcome(run.name, seed, target, "failed", error, seconds))
-            continue
+            return RunOutcome(run.name, seed, target, "failed", error, seconds)
         _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs, resumed)
         echo(f"{head}: done in {_fmt_seconds(seconds)}{_report_oa(report)}")
-        outcomes.append(RunOutcome(run.name, seed, target, "done", seconds=seconds))
+        return RunOutcome(run.name, seed, target, "done", seconds=seconds)
+
+    outcomes: list[RunOutcome] = []
+    with _stop_on_signals():
+        for i, (run, seed) in enumerate(jobs, 1):
+            head = f"[{i}/{len(jobs)}] {run.name} seed {seed}"
+            try:
+                outcomes.append(one(run, seed, head))
+            except SuiteStopped as stopped:
+                name = signal.Signals(stopped.signum).name
+                done = sum(o.status in ("done", "skipped") for o in outcomes)
+                echo(
+                    f"{head}: stopped by {name}; {done} finished run(s) kept, and this one goes "
+                    "on from its last finished epoch: run the same command to continue"
+                )
+                target = run_dir(out, run, seed)
+                outcomes.append(RunOutcome(run.name, seed, target, "stopped", name))
+                break
     return outcomes
 
 
@@ -990,6 +1042,7 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             return 0
         missing = [o for o in outcomes if o.status == "missing data"]
         failed = [o for o in outcomes if o.status == "failed"]
+        stopped = [o for o in outcomes if o.status == "stopped"]
         rows = collect_suite(suite, args.out, published)
         if not rows and missing and len(missing) == len(outcomes):
             names = sorted({m.message for m in missing})
@@ -1003,6 +1056,8 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
         _print_summary(rows, paths)
         for o in failed:
             print(f"failed: {o.run} seed {o.seed}: {o.message}", file=sys.stderr)
+        if stopped:  # the shell's convention for a death by signal: 128 + its number
+            return 128 + int(signal.Signals[stopped[0].message])
         return 1 if failed else 0
     except HsiError as exc:
         print(f"error: {exc}", file=sys.stderr)
