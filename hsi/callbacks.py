@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 from hsi.nn.lora import LoRALinear
 
 
@@ -143,9 +144,12 @@ class ResumeCheckpoint(Checkpoint):
 
     FILENAME = "last.ckpt"
 
-    def __init__(self, dirpath: str | Path) -> None:
+    def __init__(self, dirpath: str | Path, fingerprint: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.dirpath = Path(dirpath)
+        # what must not change between the killed run and its continuation (the CLI gives the
+        # model section of the config): kept in the checkpoint, compared on resume
+        self.fingerprint = None if fingerprint is None else dict(fingerprint)
 
     @property
     def path(self) -> Path:
@@ -155,15 +159,47 @@ class ResumeCheckpoint(Checkpoint):
         # the interrupted run's log version: resuming into the same log folder keeps its
         # metrics and lets the best-model checkpoint keep its best score (Lightning reloads
         # that only when the checkpoint folder is unchanged)
-        return {"logger_version": getattr(self, "_logger_version", None)}
+        return {
+            "logger_version": getattr(self, "_logger_version", None),
+            "fingerprint": self.fingerprint,
+        }
 
-    def saved_logger_version(self) -> int | str | None:
-        """The log version the resume file was written under (None: none, or no file)."""
+    def read(self) -> dict[str, Any]:
+        """The resume checkpoint (tensors memory-mapped, not read), or a clear error."""
         import torch
 
-        if not self.path.is_file():
-            return None
-        checkpoint = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            checkpoint = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign or corrupt: say which file
+            raise DataError(
+                f"resume checkpoint {self.path} cannot be read ({type(exc).__name__}: {exc}); "
+                "delete it to train from the start"
+            ) from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise DataError(f"{self.path} is not a Lightning checkpoint; delete it to start over")
+        return checkpoint
+
+    def check_same_run(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a run of another model configuration: a --resume_dir reused after
+        a config change would otherwise fail deep inside the state-dict loading, or load."""
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
+        saved = state.get("fingerprint")
+        if saved is None or self.fingerprint is None:
+            return
+        before, now = _flatten(saved), _flatten(self.fingerprint)
+        differences = [
+            f"{key}: {before.get(key, '(unset)')!r} there, {now.get(key, '(unset)')!r} now"
+            for key in sorted(set(before) | set(now))
+            if before.get(key) != now.get(key)
+        ]
+        if differences:
+            raise ConfigError(
+                f"{self.path} holds a run of another model configuration "
+                f"({'; '.join(differences)}): delete it or give another --resume_dir"
+            )
+
+    def saved_logger_version(self, checkpoint: dict[str, Any]) -> int | str | None:
+        """The log version the resume file was written under (None: it had no logger)."""
         state = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
         return state.get("logger_version")
 
@@ -182,3 +218,13 @@ class ResumeCheckpoint(Checkpoint):
         self.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.dirpath.rmdir()  # only when empty
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, to name the keys that differ."""
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat

@@ -8,6 +8,7 @@ same thing (``--data.protocol random``, ``--trainer.max_epochs 5``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -66,8 +67,15 @@ def _build_cli_class() -> type:
             resume_dir = self._resume_dir()
             if resume_dir and self.subcommand == "fit":
                 # appended last: it must save after the best-model checkpoint's bookkeeping
-                trainer.callbacks.append(ResumeCheckpoint(resume_dir))
+                trainer.callbacks.append(ResumeCheckpoint(resume_dir, self._model_fingerprint()))
             return trainer
+
+        def _model_fingerprint(self) -> dict[str, Any]:
+            """The config's model section as plain JSON (where reports go may change)."""
+            section = self.config[self.subcommand]["model"]
+            plain = json.loads(json.dumps(section.as_dict(), default=str))
+            (plain.get("init_args") or {}).pop("report_dir", None)
+            return plain
 
         def _resume_callback(self) -> ResumeCheckpoint | None:
             found = [c for c in self.trainer.callbacks if isinstance(c, ResumeCheckpoint)]
@@ -78,11 +86,13 @@ def _build_cli_class() -> type:
             fit_config = self.config_init["fit"]
             if resume is None or not resume.path.is_file() or fit_config.get("ckpt_path"):
                 return
+            checkpoint = resume.read()
+            resume.check_same_run(checkpoint)
             log.info("resuming an interrupted run from %s", resume.path)
             fit_config["ckpt_path"] = str(resume.path)
             # an auto-numbered log folder (CSV/TensorBoard) goes on in the interrupted run's
             # folder instead of a new one; a version the config names is left alone
-            logger, version = self.trainer.logger, resume.saved_logger_version()
+            logger, version = self.trainer.logger, resume.saved_logger_version(checkpoint)
             if version is not None and getattr(logger, "_version", "") is None:
                 logger._version = version  # type: ignore[union-attr]
 

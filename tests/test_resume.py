@@ -159,3 +159,26 @@ def test_benchmark_suite_stopped_by_sigterm_continues_its_run(tmp_path: Path, on
     sidecar = json.loads((target / "benchmark_run.json").read_text())
     assert sidecar["resumed"] is True
     assert not (target / "resume").exists()
+
+
+def test_resume_file_of_another_model_or_a_corrupt_one_is_a_clear_error(
+    tmp_path: Path, one_thread, capsys
+) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    resume = tmp_path / "resume"
+    common = ["fit", "--config", str(cfg), f"--resume_dir={resume}"]
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*common, _probe(tmp_path / "seen.json", crash_at=1)])
+
+    # the same folder, another model configuration
+    assert main([*common, '--model.init_args.model_kwargs={"dropout": 0.1}']) == 2
+    err = capsys.readouterr().err
+    assert "another model configuration" in err
+    assert "init_args.model_kwargs.dropout: '(unset)' there, 0.1 now" in err
+
+    # a truncated file (a full disk, a copy cut short)
+    data = (resume / "last.ckpt").read_bytes()
+    (resume / "last.ckpt").write_bytes(data[: len(data) // 2])
+    assert main(common) == 2
+    assert "cannot be read" in capsys.readouterr().err
