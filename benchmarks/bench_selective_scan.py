@@ -3,9 +3,9 @@
 Why: ``hsi.nn.selective_scan`` offers a time-blocked chunked scan in plain PyTorch (for
 CPUs and for GPUs without ``mamba_ssm``) next to the step loop that is its ground truth;
 this script measures what the chunked scan buys at each sequence length and batch width
-(and what ``auto`` picks), and on CUDA
-also times the ``mamba_ssm`` kernel when it is installed. Every timed backend is first
-checked against the reference (max abs difference printed).
+(and what ``auto`` picks), and on CUDA also times hsi's Triton kernels and the ``mamba_ssm``
+kernel when it is installed. Every timed backend is first checked against the reference (max
+abs difference printed).
 
 Times are the fastest of ``--repeats`` runs after one warm-up, and the candidates are
 interleaved (reference, backend, reference, ...) rather than timed one after the other:
@@ -124,6 +124,8 @@ def main() -> None:
         )
     if args.device == "cuda" and mamba_ssm_available():
         scans["mamba_ssm"] = _scan_fn("mamba_ssm", args.chunk_size)
+    if args.device == "cuda" and importlib.util.find_spec("triton") is not None:
+        scans["triton"] = _scan_fn("triton", args.chunk_size)  # hsi's own kernels
     reference = _scan_fn("reference", 0)
     print(
         f"device={args.device} threads={torch.get_num_threads()} D={args.dim} N={args.state} "

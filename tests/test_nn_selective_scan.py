@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +34,12 @@ def _backends() -> list:
         reason = "mamba_ssm backend needs a CUDA device (none here)"
     elif not mamba_ssm_available():
         reason = "mamba_ssm backend needs the mamba-ssm package (pip install 'hsi[gpu]')"
+    triton_reason = None
+    if not torch.cuda.is_available():
+        triton_reason = "triton backend on CUDA needs a CUDA device (none here; the "
+        triton_reason += "interpreted kernels are tested on CPU below)"
+    elif importlib.util.find_spec("triton") is None:
+        triton_reason = "triton backend needs Triton (bundled with PyTorch's CUDA wheels)"
     return [
         pytest.param("chunked", "cpu", id="chunked"),
         pytest.param(
@@ -35,6 +47,12 @@ def _backends() -> list:
             "cuda",
             id="mamba_ssm",
             marks=pytest.mark.skipif(reason is not None, reason=reason or ""),
+        ),
+        pytest.param(
+            "triton",
+            "cuda",
+            id="triton-cuda",
+            marks=pytest.mark.skipif(triton_reason is not None, reason=triton_reason or ""),
         ),
     ]
 
@@ -184,8 +202,76 @@ def test_low_precision_inputs_come_back_in_their_dtype() -> None:
     assert out.dtype == torch.bfloat16
 
 
+def _triton_errors(case: tuple) -> dict[str, float]:
+    """Largest differences between the triton backend and the reference on one case (output,
+    last state, every gradient); run inside the interpreter process below."""
+    batch, dim, n_state, length, groups, chunk, options = case
+    tensors = _inputs(batch, dim, n_state, length, groups, options.get("softplus", False))
+    grad_out = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1))
+    grad_last = torch.randn(batch, dim, n_state, generator=torch.Generator().manual_seed(2))
+    ref = _run(selective_scan_reference, tensors, options, grad_out, grad_last)
+    got = _run(
+        selective_scan, tensors, options, grad_out, grad_last, backend="triton", chunk_size=chunk
+    )
+    errors = {"out": (got[0] - ref[0]).abs().max().item()}
+    errors["last"] = (got[1] - ref[1]).abs().max().item()
+    for name, grad in ref[2].items():
+        other = got[2].get(name)
+        errors[name] = float("inf") if other is None else (other - grad).abs().max().item()
+    return errors
+
+
+# 80 channels in 2 groups of 40: two channel blocks (32 + 8) per group, N = 5 padded to 8
+TRITON_CASES = [*CASES, (1, 80, 5, 9, 2, 4, {"D": True, "softplus": True})]
+
+_INTERPRETED = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import test_nn_selective_scan as t
+from hsi.nn.selective_scan_triton import _blocks
+assert _blocks(40, 5) == (32, 8, 2)
+print(json.dumps([t._triton_errors(case) for case in t.TRITON_CASES]))
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreted_triton_errors() -> list[dict[str, float]]:
+    """hsi's Triton kernels run in Triton's CPU interpreter, so their arithmetic is checked on
+    machines without a GPU. A fresh process: TRITON_INTERPRET is read when Triton and each
+    kernel are first imported, so it cannot be switched on inside this one."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed with this torch build")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERPRETED, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "index", range(len(TRITON_CASES)), ids=lambda i: "L{3}-chunk{5}-g{4}".format(*TRITON_CASES[i])
+)
+def test_triton_kernels_match_reference_forward_and_backward(
+    interpreted_triton_errors, index
+) -> None:
+    errors = interpreted_triton_errors[index]
+    expected = {"out", "last", "u", "delta", "A", "B", "C"}
+    expected |= {k for k in ("D", "z", "delta_bias") if TRITON_CASES[index][6].get(k)}
+    assert set(errors) == expected
+    worst = {k: v for k, v in errors.items() if not v <= TOL}
+    assert not worst, f"triton differs from the reference: {worst}"
+
+
 def test_auto_picks_the_chunked_scan_without_mamba_ssm() -> None:
     assert resolve_backend("auto", torch.device("cpu")) == "chunked"
+    if importlib.util.find_spec("triton") is not None and not mamba_ssm_available():
+        # CUDA tensors without mamba-ssm get hsi's own kernels (no tensor is made here)
+        assert resolve_backend("auto", torch.device("cuda")) == "triton"
     assert resolve_backend("auto", torch.device("cpu"), width=64 * 64 * 16) == "chunked"
 
 
@@ -241,6 +327,9 @@ def test_backend_errors_are_clear() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="needs CUDA tensors and the mamba-ssm package"):
             selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], backend="mamba_ssm")
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            with pytest.raises(ConfigError, match="'triton' needs CUDA tensors and Triton"):
+                selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], backend="triton")
 
 
 def test_shape_errors_name_the_expected_shape() -> None:

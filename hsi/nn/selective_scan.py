@@ -22,13 +22,15 @@ Three implementations sit behind :func:`selective_scan`:
   recurrence as one fused in-place ``addcmul_`` per step; its backward is a hand-written
   reverse-time scan of the same shape (see :func:`selective_scan_chunked`).
 - ``mamba_ssm``: the authors' fused CUDA kernel, imported only when asked for.
+- ``triton``: our own fused kernels (:mod:`hsi.nn.selective_scan_triton`), for CUDA without
+  ``mamba_ssm``; Triton comes with PyTorch's CUDA wheels, so nothing is built at install.
 
-``auto`` takes ``mamba_ssm`` for CUDA tensors when the package imports, otherwise
-``chunked``: it makes fewer tensor operations per step than the loop at any batch width
-(see :func:`selective_scan_chunked`) and measured faster than the loop at batch 1 and 64,
-forward and backward (``benchmarks/bench_selective_scan.py``). All paths
-compute in float32 (float64 stays float64) and return ``u``'s dtype, as the CUDA kernel
-does.
+``auto`` takes ``mamba_ssm`` for CUDA tensors when the package imports, else ``triton`` for
+CUDA tensors when Triton imports, otherwise ``chunked``. On CPUs ``chunked`` it is: it makes
+fewer tensor operations per step than the loop at any batch width (see
+:func:`selective_scan_chunked`) and measured faster than the loop at batch 1 and 64, forward
+and backward (``benchmarks/bench_selective_scan.py``). All paths compute in float32 (the
+PyTorch paths keep float64 as float64) and return ``u``'s dtype, as the CUDA kernel does.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from torch.autograd.function import once_differentiable
 
 from hsi.errors import ConfigError
 
-Backend = Literal["auto", "reference", "chunked", "mamba_ssm"]
-BACKENDS: tuple[str, ...] = ("auto", "reference", "chunked", "mamba_ssm")
+Backend = Literal["auto", "reference", "chunked", "mamba_ssm", "triton"]
+BACKENDS: tuple[str, ...] = ("auto", "reference", "chunked", "mamba_ssm", "triton")
 
 #: Most ``(step, batch, channel, state)`` elements in one of the chunked scan's chunk
 #: buffers (2 MiB in float32): a chunk has fewer steps than ``chunk_size`` when its
@@ -62,6 +64,11 @@ def mamba_ssm_available() -> bool:
     return True
 
 
+def _triton_module():  # noqa: ANN202 - a module
+    """:mod:`hsi.nn.selective_scan_triton`, imported on first use (it imports Triton)."""
+    return importlib.import_module("hsi.nn.selective_scan_triton")
+
+
 def resolve_backend(backend: str, device: torch.device, width: int = 0) -> str:
     """The concrete backend ``backend`` means for tensors on ``device``.
 
@@ -77,7 +84,15 @@ def resolve_backend(backend: str, device: torch.device, width: int = 0) -> str:
     if backend == "auto":
         if device.type == "cuda" and mamba_ssm_available():
             return "mamba_ssm"
+        if device.type == "cuda" and _triton_module().triton_available(device):
+            return "triton"
         return "chunked"
+    if backend == "triton" and not _triton_module().triton_available(device):
+        raise ConfigError(
+            "selective-scan backend 'triton' needs CUDA tensors and Triton (bundled with "
+            "PyTorch's CUDA wheels; TRITON_INTERPRET=1 runs it on CPU tensors, slowly); use "
+            "backend='auto' or 'chunked' otherwise"
+        )
     if backend == "mamba_ssm" and not (device.type == "cuda" and mamba_ssm_available()):
         raise ConfigError(
             "selective-scan backend 'mamba_ssm' needs CUDA tensors and the mamba-ssm package "
@@ -103,11 +118,12 @@ def selective_scan(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mamba's selective scan with ``mamba_ssm.selective_scan_fn``'s arguments and result.
 
-    Shapes: ``u``, ``delta``, ``z``: ``(batch, D, L)``; ``A``: ``(D, N)`` (real);
-    ``B``, ``C``: ``(batch, N, L)``, or ``(batch, G, N, L)`` with channel groups of
-    ``D / G`` channels sharing one ``B``/``C``; ``D``, ``delta_bias``: ``(D,)``.
-    Returns ``out`` ``(batch, D, L)`` in ``u``'s dtype, and with ``return_last_state`` also
-    the final state ``(batch, D, N)``. ``chunk_size`` only affects the chunked backend.
+        Shapes: ``u``, ``delta``, ``z``: ``(batch, D, L)``; ``A``: ``(D, N)`` (real);
+        ``B``, ``C``: ``(batch, N, L)``, or ``(batch, G, N, L)`` with channel groups of
+        ``D / G`` channels sharing one ``B``/``C``; ``D``, ``delta_bias``: ``(D,)``.
+        Returns ``out`` ``(batch, D, L)`` in ``u``'s dtype, and with ``return_last_state`` also
+        the final state ``(batch, D, N)``. ``chunk_size``: steps per block of the chunked backend,
+    and steps between the states the triton backend saves for its backward.
     """
     name = resolve_backend(backend, u.device)
     if name == "mamba_ssm":
@@ -123,6 +139,11 @@ def selective_scan(
             None if delta_bias is None else delta_bias.float(),
             delta_softplus,
             return_last_state,
+        )
+    if name == "triton":
+        B, C, _ = _Prepared.check(u, delta, A, B, C, D, z, delta_bias)
+        return _triton_module().selective_scan_triton(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size
         )
     if name == "reference":
         return selective_scan_reference(
@@ -148,34 +169,9 @@ class _Prepared:
         delta_bias: torch.Tensor | None,
         delta_softplus: bool,
     ) -> None:
-        if u.ndim != 3 or delta.shape != u.shape:
-            raise ConfigError(
-                f"selective_scan: u and delta must both be (batch, channels, length), got "
-                f"{tuple(u.shape)} and {tuple(delta.shape)}"
-            )
+        B, C, groups = self.check(u, delta, A, B, C, D, z, delta_bias)
         batch, dim, length = u.shape
-        if A.is_complex() or A.ndim != 2 or A.shape[0] != dim:
-            raise ConfigError(
-                f"selective_scan: A must be a real (channels={dim}, d_state) matrix, got "
-                f"{tuple(A.shape)} {A.dtype}"
-            )
         n_state = A.shape[1]
-        B, groups = self._check_bc("B", B, batch, dim, n_state, length)
-        C, groups_c = self._check_bc("C", C, batch, dim, n_state, length)
-        if groups != groups_c:
-            raise ConfigError(
-                f"selective_scan: B and C must have the same number of groups, got {groups} "
-                f"and {groups_c}"
-            )
-        for name, vec in (("D", D), ("delta_bias", delta_bias)):
-            if vec is not None and vec.shape != (dim,):
-                raise ConfigError(
-                    f"selective_scan: {name} must have shape ({dim},), got {tuple(vec.shape)}"
-                )
-        if z is not None and z.shape != u.shape:
-            raise ConfigError(
-                f"selective_scan: z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}"
-            )
         self.dtype_in = u.dtype
         dtype = torch.promote_types(u.dtype, torch.float32)
         self.batch, self.dim, self.length, self.n_state = batch, dim, length, n_state
@@ -196,6 +192,50 @@ class _Prepared:
         # (L, batch, G, 1, N): broadcasts over the channels of a group
         self.B = B.to(dtype).permute(3, 0, 1, 2).unsqueeze(3).contiguous()
         self.C = C.to(dtype).permute(3, 0, 1, 2).unsqueeze(3).contiguous()
+
+    @classmethod
+    def check(
+        cls,
+        u: torch.Tensor,
+        delta: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        D: torch.Tensor | None,
+        z: torch.Tensor | None,
+        delta_bias: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Clear errors for inputs of the wrong shape; ``B`` and ``C`` as
+        ``(batch, G, N, L)`` and the number of groups ``G``."""
+        if u.ndim != 3 or delta.shape != u.shape:
+            raise ConfigError(
+                f"selective_scan: u and delta must both be (batch, channels, length), got "
+                f"{tuple(u.shape)} and {tuple(delta.shape)}"
+            )
+        batch, dim, length = u.shape
+        if A.is_complex() or A.ndim != 2 or A.shape[0] != dim:
+            raise ConfigError(
+                f"selective_scan: A must be a real (channels={dim}, d_state) matrix, got "
+                f"{tuple(A.shape)} {A.dtype}"
+            )
+        n_state = A.shape[1]
+        B, groups = cls._check_bc("B", B, batch, dim, n_state, length)
+        C, groups_c = cls._check_bc("C", C, batch, dim, n_state, length)
+        if groups != groups_c:
+            raise ConfigError(
+                f"selective_scan: B and C must have the same number of groups, got {groups} "
+                f"and {groups_c}"
+            )
+        for name, vec in (("D", D), ("delta_bias", delta_bias)):
+            if vec is not None and vec.shape != (dim,):
+                raise ConfigError(
+                    f"selective_scan: {name} must have shape ({dim},), got {tuple(vec.shape)}"
+                )
+        if z is not None and z.shape != u.shape:
+            raise ConfigError(
+                f"selective_scan: z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}"
+            )
+        return B, C, groups
 
     @staticmethod
     def _check_bc(
