@@ -230,6 +230,11 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _say(line: str) -> None:
+    """A progress line, flushed at once: suites run for hours with output sent to a log."""
+    print(line, flush=True)
+
+
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -239,7 +244,7 @@ def run_suite(
     root: str | None = None,
     fit: FitFn | None = None,
     dry_run: bool = False,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = _say,
 ) -> list[RunOutcome]:
     """Train every (run, seed) of the suite that has no report yet; one line of progress each.
 
