@@ -221,8 +221,13 @@ def _triton_errors(case: tuple) -> dict[str, float]:
     return errors
 
 
-# 80 channels in 2 groups of 40: two channel blocks (32 + 8) per group, N = 5 padded to 8
-TRITON_CASES = [*CASES, (1, 80, 5, 9, 2, 4, {"D": True, "softplus": True})]
+TRITON_CASES = [
+    *CASES,
+    # 80 channels in 2 groups of 40: two channel blocks (32 + 8) per group, N = 5 padded to 8
+    (1, 80, 5, 9, 2, 4, {"D": True, "softplus": True}),
+    # a Mamba block's shape: 64 channels, 16 states, 100 steps in chunks of 32
+    (2, 64, 16, 100, None, 32, {"D": True, "z": True, "delta_bias": True, "softplus": True}),
+]
 
 _INTERPRETED = """
 import json, sys
