@@ -209,7 +209,8 @@ class ResumeCheckpoint(Checkpoint):
         tmp = self.path.with_name(self.FILENAME + ".tmp")
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)  # collective: every rank calls it, rank 0 writes
+        # the full state (optimiser, loops, callbacks): everything a resumed fit needs
+        trainer.save_checkpoint(tmp, weights_only=False)  # collective: rank 0 writes
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
