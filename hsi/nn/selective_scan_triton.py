@@ -73,6 +73,31 @@ def triton_available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _program_tile(a_ptr, dim, per_group, n_state, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+        """This program's batch item, group, channels and states: indices, masks, its tile of
+        A and the offsets of its tile in a (batch, D, N) state buffer."""
+        b = tl.program_id(0)
+        g = tl.program_id(1)
+        block = tl.program_id(2)
+        within = block * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = within < per_group
+        chan = g * per_group + within
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_n = offs_n < n_state
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+        a = tl.load(a_ptr + chan[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)
+        state_offs = b * dim * n_state + chan[:, None] * n_state + offs_n[None, :]
+        return b, g, block, chan, mask_d, offs_n, mask_n, mask_dn, a, state_offs
+
+    @triton.jit
+    def _step_offsets(t, length, batch, dim, n_groups, n_state, b, g, chan, offs_n):
+        """Whether step t exists, and its offsets in the (L, batch, D) and (L, batch, G, N)
+        buffers for this program's channels and states."""
+        row = t * batch * dim + b * dim + chan
+        bc = (t * batch + b) * n_groups * n_state + g * n_state + offs_n
+        return t < length, row, bc
+
+    @triton.jit
     def _scan_fwd_kernel(
         dt_ptr,  # (L, batch, D) Δ
         x_ptr,  # (L, batch, D) u
@@ -93,27 +118,18 @@ if triton is not None:
         BLOCK_D: tl.constexpr,
         BLOCK_N: tl.constexpr,
     ):
-        b = tl.program_id(0)
-        g = tl.program_id(1)
-        block = tl.program_id(2)
-        within = block * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = within < per_group
-        chan = g * per_group + within
-        offs_n = tl.arange(0, BLOCK_N)
-        mask_n = offs_n < n_state
-        mask_dn = mask_d[:, None] & mask_n[None, :]
-        a = tl.load(a_ptr + chan[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)
+        b, g, block, chan, mask_d, offs_n, mask_n, mask_dn, a, state_offs = _program_tile(
+            a_ptr, dim, per_group, n_state, BLOCK_D, BLOCK_N
+        )
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-        state_offs = b * dim * n_state + chan[:, None] * n_state + offs_n[None, :]
         for c in range(0, n_chunks):
             tl.store(ckpt_ptr + c * batch * dim * n_state + state_offs, h, mask=mask_dn)
             for s in range(0, CHUNK):
-                t = c * CHUNK + s
-                valid = t < length
-                row = t * batch * dim + b * dim + chan
+                valid, row, bc = _step_offsets(
+                    c * CHUNK + s, length, batch, dim, n_groups, n_state, b, g, chan, offs_n
+                )
                 dt = tl.load(dt_ptr + row, mask=mask_d & valid, other=0.0)
                 x = tl.load(x_ptr + row, mask=mask_d & valid, other=0.0)
-                bc = (t * batch + b) * n_groups * n_state + g * n_state + offs_n
                 bt = tl.load(b_ptr + bc, mask=mask_n & valid, other=0.0)
                 ct = tl.load(c_ptr + bc, mask=mask_n & valid, other=0.0)
                 # a step past the end has Δ = 0: exp(0) = 1 and no input, h is unchanged
@@ -150,17 +166,9 @@ if triton is not None:
         BLOCK_D: tl.constexpr,
         BLOCK_N: tl.constexpr,
     ):
-        b = tl.program_id(0)
-        g = tl.program_id(1)
-        block = tl.program_id(2)
-        within = block * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = within < per_group
-        chan = g * per_group + within
-        offs_n = tl.arange(0, BLOCK_N)
-        mask_n = offs_n < n_state
-        mask_dn = mask_d[:, None] & mask_n[None, :]
-        a = tl.load(a_ptr + chan[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)
-        state_offs = b * dim * n_state + chan[:, None] * n_state + offs_n[None, :]
+        b, g, block, chan, mask_d, offs_n, mask_n, mask_dn, a, state_offs = _program_tile(
+            a_ptr, dim, per_group, n_state, BLOCK_D, BLOCK_N
+        )
         big_g = tl.load(glast_ptr + state_offs, mask=mask_dn, other=0.0)
         grad_a = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
         part = ((b * n_groups + g) * n_blocks + block) * n_state + offs_n
@@ -170,25 +178,24 @@ if triton is not None:
             # recompute the chunk's states from its checkpoint: scratch[s] = h_{t-1}
             h = tl.load(ckpt_ptr + c * batch * dim * n_state + state_offs, mask=mask_dn, other=0.0)
             for s in range(0, CHUNK):
-                t = c * CHUNK + s
-                valid = t < length
+                valid, row, bc = _step_offsets(
+                    c * CHUNK + s, length, batch, dim, n_groups, n_state, b, g, chan, offs_n
+                )
                 tl.store(scratch_ptr + s * batch * dim * n_state + state_offs, h, mask=mask_dn)
-                row = t * batch * dim + b * dim + chan
                 dt = tl.load(dt_ptr + row, mask=mask_d & valid, other=0.0)
                 x = tl.load(x_ptr + row, mask=mask_d & valid, other=0.0)
-                bc = (t * batch + b) * n_groups * n_state + g * n_state + offs_n
                 bt = tl.load(b_ptr + bc, mask=mask_n & valid, other=0.0)
                 h = tl.exp(dt[:, None] * a) * h + (dt * x)[:, None] * bt[None, :]
             # then walk the chunk backwards with the adjoint state G = ∂loss/∂h_t
             for si in range(0, CHUNK):
                 s = CHUNK - 1 - si
                 t = c * CHUNK + s
-                valid = t < length
-                row = t * batch * dim + b * dim + chan
+                valid, row, bc = _step_offsets(
+                    t, length, batch, dim, n_groups, n_state, b, g, chan, offs_n
+                )
                 dt = tl.load(dt_ptr + row, mask=mask_d & valid, other=0.0)
                 x = tl.load(x_ptr + row, mask=mask_d & valid, other=0.0)
                 gy = tl.load(gy_ptr + row, mask=mask_d & valid, other=0.0)
-                bc = (t * batch + b) * n_groups * n_state + g * n_state + offs_n
                 bt = tl.load(b_ptr + bc, mask=mask_n & valid, other=0.0)
                 ct = tl.load(c_ptr + bc, mask=mask_n & valid, other=0.0)
                 h_prev = tl.load(
