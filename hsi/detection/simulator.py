@@ -32,7 +32,7 @@ corner is 2×2. Where inside a pixel a sub-pixel target lies is not observable i
 a box finer than the grid would ask the detector (and its IoU matching, and box mAP) for
 something no pixel carries. ``boxes="exact"`` keeps the footprint square as the box.
 
-The folder is written to a temporary folder and renamed at the end, so no partial dataset is
+The dataset is written to a temporary folder and renamed at the end, so no partial dataset is
 ever left behind.
 """
 
