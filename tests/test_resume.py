@@ -20,8 +20,9 @@ from hsi.cli import main
 
 
 class EpochProbe(Callback):
-    """Test helper: records the epochs trained into a JSON file; optionally dies at the start
-    of one epoch, the way a killed process would (no after-fit code runs)."""
+    """Test helper: records the epochs trained (and the best score at the start) into JSON
+    files; optionally dies at the start of one epoch, the way a killed process would (no
+    after-fit code runs): by an exception, or by one SIGTERM, as ``timeout`` sends it."""
 
     def __init__(
         self, record: str, crash_at: int | None = None, sigterm_once: str | None = None
