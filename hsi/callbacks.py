@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from hsi.errors import ConfigError, DataError
@@ -166,8 +167,6 @@ class ResumeCheckpoint(Checkpoint):
 
     def read(self) -> dict[str, Any]:
         """The resume checkpoint (tensors memory-mapped, not read), or a clear error."""
-        import torch
-
         try:
             checkpoint = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # noqa: BLE001 - truncated, foreign or corrupt: say which file
@@ -182,8 +181,7 @@ class ResumeCheckpoint(Checkpoint):
     def check_same_run(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume a run of another model configuration: a --resume_dir reused after
         a config change would otherwise fail deep inside the state-dict loading, or load."""
-        state = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
-        saved = state.get("fingerprint")
+        saved = self._saved_state(checkpoint).get("fingerprint")
         if saved is None or self.fingerprint is None:
             return
         before, now = _flatten(saved), _flatten(self.fingerprint)
@@ -200,8 +198,11 @@ class ResumeCheckpoint(Checkpoint):
 
     def saved_logger_version(self, checkpoint: dict[str, Any]) -> int | str | None:
         """The log version the resume file was written under (None: it had no logger)."""
-        state = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
-        return state.get("logger_version")
+        return self._saved_state(checkpoint).get("logger_version")
+
+    def _saved_state(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """What :meth:`state_dict` put into the checkpoint (empty for a foreign one)."""
+        return (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = trainer.logger

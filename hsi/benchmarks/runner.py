@@ -252,6 +252,8 @@ def run_suite(
     this process). A finished run (its ``test_report.json`` exists) is skipped; a run whose
     dataset is not found is reported and skipped; a failing run does not stop the others.
     """
+    from hsi.callbacks import ResumeCheckpoint  # imports Lightning: only when a suite runs
+
     fit = fit or _fit
     jobs = [(run, seed) for run in suite.runs for seed in (seeds or run.seeds)]
     missing: dict[str, str | None] = {}
@@ -272,7 +274,7 @@ def run_suite(
         if dry_run:
             echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
             return RunOutcome(run.name, seed, target, "dry run")
-        resumed = (target / RESUME_DIR / "last.ckpt").is_file()
+        resumed = ResumeCheckpoint(target / RESUME_DIR).path.is_file()
         echo(f"{head}: {'resuming an interrupted run' if resumed else 'training'} -> {target}")
         start = time.perf_counter()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

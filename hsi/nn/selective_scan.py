@@ -141,7 +141,6 @@ def selective_scan(
             return_last_state,
         )
     if name == "triton":
-        B, C, _ = _Prepared.check(u, delta, A, B, C, D, z, delta_bias)
         return _triton_module().selective_scan_triton(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size
         )
@@ -152,6 +151,30 @@ def selective_scan(
     return selective_scan_chunked(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size
     )
+
+
+def effective_delta(
+    delta: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``Δ = softplus(delta + delta_bias)`` (bias and softplus each optional) in ``dtype``."""
+    dt = delta.to(dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dtype)[:, None]
+    return F.softplus(dt) if delta_softplus else dt
+
+
+def skip_and_gate(
+    y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None
+) -> torch.Tensor:
+    """``(y + D·u) · silu(z)`` on ``(batch, D, L)`` scan outputs (D and z each optional)."""
+    if D is not None:
+        y = y + D[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
 
 
 class _Prepared:
@@ -177,11 +200,7 @@ class _Prepared:
         self.batch, self.dim, self.length, self.n_state = batch, dim, length, n_state
         self.groups, self.per_group = groups, dim // groups
 
-        dt = delta.to(dtype)
-        if delta_bias is not None:
-            dt = dt + delta_bias.to(dtype)[:, None]
-        if delta_softplus:
-            dt = F.softplus(dt)
+        dt = effective_delta(delta, delta_bias, delta_softplus, dtype)
         self.u = u.to(dtype)
         self.z = z
         self.D = None if D is None else D.to(dtype)
@@ -266,11 +285,7 @@ class _Prepared:
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``y`` (L, batch, G, D/G) → ``out`` (batch, D, L) with the D skip and the z gate."""
         out = y.permute(1, 2, 3, 0).reshape(self.batch, self.dim, self.length)
-        if self.D is not None:
-            out = out + self.D[:, None] * self.u
-        if self.z is not None:
-            out = out * F.silu(self.z.to(out.dtype))
-        out = out.to(self.dtype_in)
+        out = skip_and_gate(out, self.u, self.D, self.z).to(self.dtype_in)
         if return_last_state:
             return out, h_last.reshape(self.batch, self.dim, self.n_state)
         return out

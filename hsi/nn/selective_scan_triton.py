@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from hsi.errors import ConfigError
+from hsi.nn.selective_scan import _Prepared, effective_delta, resolve_backend, skip_and_gate
 
 try:  # Triton comes with PyTorch's CUDA wheels on Linux; elsewhere it may be missing
     import triton
@@ -300,27 +301,13 @@ def selective_scan_triton(
     chunk_size: int = CHUNK,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """:func:`hsi.nn.selective_scan.selective_scan` on the Triton kernels (same arguments,
-    shapes and result). Call it through ``selective_scan(..., backend="triton")``, which
-    checks the inputs; ``B`` and ``C`` may be ``(batch, N, L)`` or ``(batch, G, N, L)``."""
-    if not triton_available(u.device):
-        raise ConfigError(
-            "selective-scan backend 'triton' needs CUDA tensors and Triton (or "
-            "TRITON_INTERPRET=1 for CPU tensors); use backend='auto' or 'chunked' otherwise"
-        )
+    shapes, checks and result; ``selective_scan(..., backend="triton")`` calls it)."""
+    resolve_backend("triton", u.device)  # the one error for a missing GPU or Triton
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    dtype_in = u.dtype
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
-    if delta_softplus:
-        dt = torch.nn.functional.softplus(dt)
-    bm = B if B.ndim == 4 else B.unsqueeze(1)
-    cm = C if C.ndim == 4 else C.unsqueeze(1)
-    y, last = _TritonScan.apply(dt, u.float(), A, bm, cm, chunk_size)
-    if D is not None:
-        y = y + D.float()[:, None] * u.float()
-    if z is not None:
-        y = y * torch.nn.functional.silu(z.float())
-    y = y.to(dtype_in)
+    bm, cm, _ = _Prepared.check(u, delta, A, B, C, D, z, delta_bias)  # B, C as (b, G, N, L)
+    dt = effective_delta(delta, delta_bias, delta_softplus, torch.float32)
+    x = u.float()
+    y, last = _TritonScan.apply(dt, x, A, bm, cm, chunk_size)
+    y = skip_and_gate(y, x, None if D is None else D.float(), z).to(u.dtype)
     return (y, last) if return_last_state else y
