@@ -7,7 +7,7 @@ import torch
 
 from hsi.errors import ConfigError
 from hsi.tasks import RestorationTask
-from hsi.tasks.training import epoch_set_scheduler
+from hsi.tasks.training import cpu_fused, epoch_set_scheduler, make_optimizer
 
 # HSDT's first-stage ICVL table (hsir/schedule.py, denoise_default), as the configs write it
 HSDT_DEFAULT = {0: 1e-3, 20: 1e-4, 30: 1e-3, 45: 1e-4, 55: 5e-5, 60: 1e-5, 65: 5e-6, 75: 1e-6}
@@ -64,3 +64,37 @@ def test_restoration_task_builds_the_epoch_set_schedule() -> None:
 def test_restoration_task_pairs_lr_schedule_with_epoch_set(scheduler, lr_schedule) -> None:
     with pytest.raises(ConfigError, match="epoch_set"):
         RestorationTask(model="hsdt_s", scheduler=scheduler, lr_schedule=lr_schedule)
+
+
+def test_adam_is_fused_on_the_cpu_and_matches_the_default_update() -> None:
+    """Why fused on the CPU: the same update, 3-4x faster for large models (see cpu_fused)."""
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(7)]
+    grads = [torch.randn_like(w) for w in weights]
+    results = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        if fused:
+            opt = make_optimizer(params, "adamw", lr=0.1, weight_decay=0.01)
+            assert opt.defaults["fused"] is True
+        else:
+            opt = torch.optim.AdamW(params, lr=0.1, weight_decay=0.01)
+            assert not opt.defaults["fused"]
+        for _ in range(3):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert make_optimizer([torch.nn.Parameter(torch.ones(2))], "sgd", 0.1, 0.0).defaults.get(
+        "fused"
+    ) in (None, False)
+
+
+def test_cpu_fused_reads_param_groups_and_leaves_other_cases_to_the_default() -> None:
+    p = torch.nn.Parameter(torch.ones(2))
+    assert cpu_fused([{"params": [p]}, {"params": [p], "lr": 0.1}]) == {"fused": True}
+    assert cpu_fused([]) == {}
+    assert cpu_fused([torch.ones(2, dtype=torch.int64)]) == {}  # not a float tensor
+    assert cpu_fused([torch.nn.Parameter(torch.ones(2, device="meta"))]) == {}  # not the CPU

@@ -44,6 +44,7 @@ from hsi.diffusion.hirdiff import estimate_coefficients
 from hsi.diffusion.schedules import make_alphas_cumprod
 from hsi.diffusion.unet import SmallUNet
 from hsi.errors import ConfigError, DataError
+from hsi.tasks.training import make_optimizer
 
 __all__ = [
     "SCALING_CONVENTION",
@@ -339,8 +340,8 @@ class DiffusionPriorTask(L.LightningModule):
         self._eval(batch, batch_idx, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        return make_optimizer(
+            self.parameters(), "adamw", self.hparams.lr, self.hparams.weight_decay
         )
 
     # ---- checkpoint -------------------------------------------------------------------

@@ -27,7 +27,7 @@ from hsi.detection.matching import MatchWeights, SetCriterion, to_pixels
 from hsi.detection.metrics import DEFAULT_RADIUS, point_average_precision, point_recall_by_size
 from hsi.errors import ConfigError
 from hsi.models.registry import create_model
-from hsi.tasks.training import EpochTimer, report_folder
+from hsi.tasks.training import EpochTimer, cpu_fused, report_folder
 
 log = logging.getLogger(__name__)
 COCO_MAX_DETECTIONS = 100
@@ -290,7 +290,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
         groups = [{"params": rest}]
         if embed:
             groups.append({"params": embed, "lr": hp.lr * hp.embed_lr_mult})
-        opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay, **cpu_fused(groups))
         if not hp.lr_milestones:
             return opt
         sched = torch.optim.lr_scheduler.MultiStepLR(

@@ -28,14 +28,35 @@ def make_optimizer(
     weight_decay: float,
     allowed: tuple[str, ...] = ("adam", "adamw", "sgd"),
 ) -> torch.optim.Optimizer:
-    """``adam``, ``adamw`` or ``sgd`` (momentum 0.9), among the ``allowed`` names."""
+    """``adam``, ``adamw`` or ``sgd`` (momentum 0.9), among the ``allowed`` names.
+
+    Adam and AdamW take PyTorch's fused kernel when every parameter is on the CPU
+    (:func:`cpu_fused`).
+    """
     if name not in allowed:
         raise ConfigError(f"unknown optimizer {name!r}; use {_one_of(allowed)}")
+    params = list(params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **cpu_fused(params))
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **cpu_fused(params))
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def cpu_fused(params: list[torch.nn.Parameter] | list[dict[str, Any]]) -> dict[str, bool]:
+    """``{"fused": True}`` for Adam/AdamW when every parameter is a float tensor on the CPU.
+
+    Why: on the CPU PyTorch's default Adam loops over the tensors one element-wise op at a
+    time; for LoLA-SpecViT's 183 M parameters the fused kernel did the same update 3.7x
+    faster and the whole training step in 0.87x the time (``benchmarks/bench_lola_specvit.py``).
+    On CUDA the default (multi-tensor ``foreach``) is already fast, and Lightning's gradient
+    clipping under 16-bit mixed precision refuses optimizers that unscale their own
+    gradients, as fused ones do: there the default stays.
+    """
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    if tensors and all(p.device.type == "cpu" and p.is_floating_point() for p in tensors):
+        return {"fused": True}
+    return {}
 
 
 def standard_scheduler(
