@@ -397,3 +397,30 @@ def test_quick_suite_parses_as_hsi_fit(tmp_path: Path, capsys) -> None:
         assert printed["data"]["init_args"]["patch_size"] == 11
         assert printed["data"]["init_args"]["root"] == str(tmp_path)
         assert printed["seed_everything"] == 0
+
+
+def test_runs_option_trains_only_the_named_runs_and_tables_the_whole_suite(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    suites = _toy_suite(tmp_path)
+    spec = yaml.safe_load(suites.read_text())
+    other = {**spec["suites"]["toy"]["runs"][0], "name": "toy_other"}
+    spec["suites"]["toy"]["runs"].append(other)
+    suites.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    suite = load_suites(suites)["toy"]
+    write_report(run_dir(out, suite.runs[0], 0), oa=95.0, seed=0)  # toy_run, trained earlier
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main([*argv, "--runs", "toy_other", "--seeds", "1"]) == 0
+    assert len(calls) == 1 and str(out / "toy_other") in " ".join(calls[0])
+    printed = capsys.readouterr().out
+    assert "[1/1] toy_other seed 1: training" in printed and "toy_run seed" not in printed
+    md = (out / "benchmark.md").read_text()
+    assert "| toy_run |" in md and "| toy_other |" in md
+
+    assert main([*argv, "--runs", "toy_run", "tpy_other"]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'tpy_other'" in err and "its runs: toy_run, toy_other" in err
+    assert len(calls) == 1

@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -981,6 +981,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--list", action="store_true", help="list suites and published entries")
     parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="NAME",
+        help="train only these runs of the suite (default: all; the table shows every "
+        "finished run of the suite)",
+    )
+    parser.add_argument(
         "--seeds", nargs="+", type=int, help="seeds for every run (default: suite's)"
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -991,6 +998,24 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the hsi fit commands, train nothing"
     )
     return parser
+
+
+def _only_runs(suite: Suite, names: Sequence[str] | None) -> Suite:
+    """The suite cut to the named runs (``--runs``), in the suite's order.
+
+    Why: a suite of several models can take days on a CPU; a user trains the model they
+    care about first, or one model per machine, and the table still collects them all.
+    """
+    if not names:
+        return suite
+    known = [run.name for run in suite.runs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"suite {suite.name!r} has no run {', '.join(map(repr, unknown))}; its runs: "
+            f"{', '.join(known)}"
+        )
+    return replace(suite, runs=tuple(r for r in suite.runs if r.name in names))
 
 
 def _list(suites: dict[str, Suite], published: dict[str, PublishedEntry]) -> None:
@@ -1037,7 +1062,7 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
         suite = suites[name]
         print(f"suite {suite.name}: {suite.description}")
         outcomes = run_suite(
-            suite,
+            _only_runs(suite, args.runs),
             args.out,
             seeds=args.seeds,
             max_epochs=args.max_epochs,
