@@ -32,6 +32,16 @@ def _git_hash() -> str | None:
         return None
 
 
+def provenance() -> dict[str, str | None]:
+    """Which code made a report (hsi's version, its git commit, Python's version), so a
+    number in a benchmark table can be traced to the code that measured it."""
+    return {
+        "hsi_version": hsi.__version__,
+        "git": _git_hash(),
+        "python": platform.python_version(),
+    }
+
+
 def class_colors(n: int) -> np.ndarray:
     """``(n + 1, 3)`` uint8 palette; index 0 (unlabelled / no-data) is black."""
     import matplotlib
@@ -115,9 +125,7 @@ def write_classification_report(
         )
     ]
     report = {
-        "hsi_version": hsi.__version__,
-        "git": _git_hash(),
-        "python": platform.python_version(),
+        **provenance(),
         "dataset": data.get("dataset"),
         "protocol": split_info.get("protocol"),
         "leaky": data.get("leaky"),

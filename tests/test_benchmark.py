@@ -424,3 +424,147 @@ def test_runs_option_trains_only_the_named_runs_and_tables_the_whole_suite(
     err = capsys.readouterr().err
     assert "no run 'tpy_other'" in err and "its runs: toy_run, toy_other" in err
     assert len(calls) == 1
+
+
+# ---- restoration and detection reports in the same tables -----------------------------------
+
+
+def write_restoration_report(folder: Path, *, psnr: float, cases: bool = False) -> Path:
+    """A report with the layout RestorationTask writes (one test noise, or several cases)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def block(value: float, noise: dict) -> dict:
+        return {
+            "degradation": noise,
+            "metrics": {"MPSNR": value, "MSSIM": 0.97, "SAM": 2.5, "ERGAS": 9.0},
+            "reference": {"what": "degraded input", "metrics": {"MPSNR": 14.2, "MSSIM": 0.1}},
+            "test_images": 2,
+        }
+
+    g50 = {"name": "gaussian", "sigma": 50.0}
+    report = {
+        "hsi_version": "0.1.0",
+        "git": "abc1234",
+        "task": "denoising",
+        "model": {"model": "hsdt_s", "epochs_run": 4},
+        "data": {
+            "dataset": "icvl",
+            "holdout": "collection",
+            "crop_size": 64,
+            "seed": 0,
+            "degradation": {"name": "complex"} if cases else g50,
+        },  # fmt: skip
+        "timings": {"test_seconds": 3.0, "train_epoch_seconds": [10.0] * 4},
+    }
+    if cases:
+        report["cases"] = [
+            {"name": "gaussian50", **block(psnr, g50)},
+            {"name": "case5", **block(psnr - 3, {"name": "case", "case": 5})},
+        ]
+    else:
+        report.update(block(psnr, g50))
+    path = folder / "restoration_report.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def write_detection_report(folder: Path, *, dataset: str | None, on_validation: bool) -> Path:
+    """A report with the layout DetectionTask writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {
+        "hsi_version": "0.1.0",
+        "git": "abc1234",
+        "seed": 3,
+        "metrics": {"mAP50_95": 0.5, "mAP50": 0.8, "mAP75": 0.4, "mAP25": 0.9, "point_AP": 0.7},
+        "model": "specdetr",
+        "data": {
+            "dataset": dataset,
+            "root": str(folder / "sim_train"),
+            "images": 10,
+            "train_images": 9,
+            "val_images": 1,
+            "bands": 30,
+            "image_size": [32, 32],
+            "test_is_validation": on_validation,
+        },  # fmt: skip
+        "train_epoch_seconds": [5.0, 5.0],
+    }
+    path = folder / "detection_report.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_degradation_labels_are_the_published_protocol_names() -> None:
+    from hsi.benchmarks.records import degradation_label
+
+    assert degradation_label({"name": "gaussian", "sigma": 30.0}) == "gaussian30"
+    assert degradation_label({"name": "blind_gaussian", "sigmas": [10, 70]}) == "gaussian_blind"
+    assert degradation_label({"name": "case", "case": 2}) == "complex_stripe"
+    assert degradation_label({"name": "bicubic_down", "factor": 4}) == "bicubic_down_x4"
+    assert degradation_label(None) is None
+    published_protocols = {e.protocol for e in load_published().values()}
+    assert {"gaussian30", "gaussian_blind", "complex_stripe"} <= published_protocols
+
+
+def test_restoration_and_detection_reports_get_their_own_tables(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    write_report(runs / "ip_paper" / "version_0", oa=97.0)
+    write_restoration_report(runs / "hsdt_icvl" / "version_0", psnr=40.16)
+    write_restoration_report(runs / "hsdt_icvl" / "version_1", psnr=41.16)  # 2nd report, seed 0
+    write_restoration_report(runs / "hsdt_cases" / "version_0", psnr=40.0, cases=True)
+    write_detection_report(
+        runs / "specdetr_spod" / "version_0", dataset="spod", on_validation=False
+    )
+    write_detection_report(runs / "specdetr_sim" / "version_0", dataset=None, on_validation=True)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "restoration_report.json").write_text("{}")
+    out = tmp_path / "out"
+    assert main(["benchmark", "--collect", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped:" in printed and "no PSNR" in printed  # the broken one, named
+    rows = json.loads((out / "benchmark.json").read_text())["rows"]
+    assert [r["task"] for r in rows] == ["classification"] + ["restoration"] * 3 + ["detection"] * 2
+    by = {(r["label"], r["protocol"]): r for r in rows}
+
+    # the same model, dataset and noise as the paper: compared, SAM (another unit) left out
+    g50 = by[("hsdt_icvl", "gaussian50")]
+    assert g50["published"]["key"] == "hsdt_s/icvl/gaussian50"
+    assert g50["gap"] == {"PSNR": pytest.approx(0.0), "SSIM": pytest.approx(0.97 - 0.985)}
+    assert g50["n"] == 1 and g50["duplicates_dropped"] == 1  # the newer report of seed 0 won
+    assert g50["no_model_reference"]["PSNR"]["mean"] == pytest.approx(14.2)
+    # a report tested under several noises: one row per noise, each with its own paper entry
+    mixture = by[("hsdt_cases", "complex_mixture")]
+    assert mixture["published"]["key"] == "hsdt_s/icvl/complex_mixture"
+    assert mixture["measured"]["PSNR"]["mean"] == pytest.approx(37.0)
+    # detection: SPOD is compared with the paper; a run tested on its validation images is
+    # flagged leaky and compared with nothing
+    spod = by[("specdetr_spod", "spod")]
+    assert spod["published"]["key"] == "specdetr/spod/spod" and spod["leaky"] is False
+    assert spod["gap"]["mAP50_95"] == pytest.approx(0.5 - 0.856) and spod["seeds"] == [3]
+    sim = by[("specdetr_sim", "validation images")]
+    assert sim["published"] is None and sim["leaky"] is True and sim["dataset"] == "sim_train"
+
+    md = (out / "benchmark.md").read_text()
+    for heading in ("## Classification", "## Restoration", "## Detection"):
+        assert heading in md
+    assert "| hsdt_icvl | hsdt_s | icvl | gaussian50 | denoising, held-out collection" in md
+    assert "| 41.16 | 0.9700 | 2.50 | 14.20 | 41.16 / 0.985 [" in md and "| +0.00 |" in md
+    assert "| specdetr_sim | specdetr | sim_train | validation images (leaky) |" in md
+    assert "| 0.500 | 0.800 | 0.900 | 0.700 | 0.856 / 0.93 / 0.938 [" in md
+    png = (out / "benchmark.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_suite_run_that_wrote_a_restoration_report_counts_as_done(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    suites = _toy_suite(tmp_path)
+    out = tmp_path / "out"
+    suite = load_suites(suites)["toy"]
+    write_restoration_report(run_dir(out, suite.runs[0], 0), psnr=38.5)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main([*argv, "--seeds", "0"]) == 0
+    assert calls == []
+    assert "already done (PSNR (dB) 38.50), skipped" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from hsi.benchmarks.records import load_report
 from hsi.detection.datamodule import DetectionDataModule, read_detection_folder
 from hsi.detection.metrics import point_average_precision, point_recall_by_size
 from hsi.errors import ConfigError, DataError
@@ -114,6 +115,13 @@ def test_fit_one_epoch_test_and_checkpoint_round_trip(tmp_path) -> None:
     assert set(report["metrics"]["point_recall_by_area"]) == {"<1", "1-4", ">=4", "all"}
     # seconds per training epoch, measured by the task (the figure issue reports quote)
     assert len(report["train_epoch_seconds"]) == 1 and report["train_epoch_seconds"][0] > 0
+    record = load_report(tmp_path / "report" / "detection_report.json")  # as hsi benchmark
+    assert (record.task, record.protocol, record.leaky) == (
+        "detection",
+        "held-out test images",
+        False,
+    )
+    assert record.metrics["mAP50"] == report["metrics"]["mAP50"] and record.epochs == 1
 
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
+from hsi.benchmarks.records import load_report
 from hsi.cli import main
 from hsi.data.degradations import build_degradation
 from hsi.data.readers import read_cube
@@ -262,6 +263,12 @@ def test_fit_and_test_write_a_report(trained) -> None:
     assert abs(report["reference"]["metrics"]["MPSNR"] - 20 * np.log10(255 / 30)) < 1.5
     assert report["data"]["degradation"] == {"name": "gaussian", "sigma": 30.0}
     assert report["model"]["hparams"]["in_bands"] == 6
+    # hsi benchmark reads it as one result under the papers' protocol name
+    assert report["hsi_version"] and "git" in report
+    record = load_report(trained["out"] / "restoration_report.json")
+    assert (record.task, record.protocol, record.leaky) == ("restoration", "gaussian30", False)
+    assert record.metrics["PSNR"] == report["metrics"]["MPSNR"]
+    assert record.reference["PSNR"] == report["reference"]["metrics"]["MPSNR"]
 
 
 def test_checkpoint_alone_rebuilds_model_and_pipeline(trained) -> None:

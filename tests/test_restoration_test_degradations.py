@@ -15,6 +15,7 @@ import test_restoration_task as task_tests  # also registers the _infra_* test m
 import torch
 from torch.utils.data import DataLoader
 
+from hsi.benchmarks.records import load_reports
 from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.tasks import RestorationTask
@@ -130,6 +131,10 @@ def test_one_test_reports_every_case_with_its_noisy_input(cube_file, tmp_path) -
     assert "metrics" not in report  # never one number averaged over the cases
     assert [c["name"] for c in report["cases"]] == CASES
     assert [c["degradation"]["case"] for c in report["cases"]] == [1, 4]
+    # hsi benchmark: one result per case, under HSDT's names of the ICVL cases
+    records = load_reports(out / "restoration_report.json")
+    assert [r.protocol for r in records] == ["complex_noniid", "complex_impulse"]
+    assert [r.metrics["PSNR"] for r in records] == [c["metrics"]["MPSNR"] for c in report["cases"]]
     assert report["data"]["degradation"] == {"name": "gaussian", "sigma": 30.0}  # training
     task.eval()
     for case, ds in zip(report["cases"], dm.test_datasets(), strict=True):

@@ -5,16 +5,19 @@ Two ways in:
 
 - ``hsi benchmark --suite NAME`` (or ``--quick``) trains every run of a suite
   (``suites.yaml``) once per seed with ``hsi fit``, each into ``<out>/<run>/seed<N>/``. A run
-  whose ``test_report.json`` exists is not trained again, so an interrupted suite resumes
-  where it stopped, and an interrupted run continues from its last finished epoch
+  whose task report exists is not trained again, so an interrupted suite resumes where it
+  stopped, and an interrupted run continues from its last finished epoch
   (``hsi fit --resume_dir``), so the suite can be run in pieces under a time limit.
-- ``hsi benchmark --collect DIR ...`` trains nothing: it gathers the ``test_report.json``
-  files under the given directories (e.g. ``runs/`` of earlier ``hsi fit`` runs).
+- ``hsi benchmark --collect DIR ...`` trains nothing: it gathers the task reports under the
+  given directories (e.g. ``runs/`` of earlier ``hsi fit`` runs): classification
+  ``test_report.json``, restoration ``restoration_report.json`` (one result per test
+  degradation) and detection ``detection_report.json`` (:mod:`hsi.benchmarks.records`).
 
-Either way the reports are grouped (one row per run, or per model × dataset × protocol ×
+Either way the results are grouped (one row per run, or per model × dataset × protocol ×
 setup for collected reports), aggregated over seeds (mean ± sample std), matched with the
-published entry (``published.yaml``) and written atomically to ``<out>/benchmark.md`` (table),
-``<out>/benchmark.png`` (measured vs published OA) and ``<out>/benchmark.json``.
+published entry (``published.yaml``) and written atomically to ``<out>/benchmark.md`` (a
+table per task), ``<out>/benchmark.png`` (measured vs published OA, PSNR or mAP50:95, a panel
+per task) and ``<out>/benchmark.json``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,22 @@ import numpy as np
 import yaml
 
 from hsi.benchmarks import (
-    METRICS,
     PublishedEntry,
     Suite,
     SuiteRun,
     load_published,
     load_suites,
     unresolved_claims,
+)
+from hsi.benchmarks.records import (
+    REPORT_NAMES,
+    SIDECAR_NAME,
+    TASK_TABLES,
+    ReportRecord,
+    TaskTable,
+    find_reports,
+    load_report,
+    load_reports,
 )
 from hsi.errors import ConfigError, DataError, HsiError
 
@@ -58,14 +70,13 @@ __all__ = [
     "find_reports",
     "fit_args",
     "load_report",
+    "load_reports",
     "match_published",
     "render_markdown",
     "run_suite",
     "write_results",
 ]
 
-REPORT_NAME = "test_report.json"
-SIDECAR_NAME = "benchmark_run.json"
 RESUME_DIR = "resume"  # hsi fit --resume_dir: an interrupted run continues from its last epoch
 DEFAULT_OUT = "benchmarks/results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -260,10 +271,10 @@ def run_suite(
 
     def one(run: SuiteRun, seed: int, head: str) -> RunOutcome:
         target = run_dir(out, run, seed)
-        report = target / REPORT_NAME
-        if report.is_file():
+        report = _finished_report(target)
+        if report is not None:
             note = _resume_note(target, max_epochs)
-            echo(f"{head}: already done{_report_oa(report)}, skipped{note} ({target})")
+            echo(f"{head}: already done{_headline(report)}, skipped{note} ({target})")
             return RunOutcome(run.name, seed, target, "skipped")
         if run.name not in missing:
             missing[run.name] = missing_data(run, root)
@@ -285,13 +296,14 @@ def run_suite(
             traceback.print_exc()
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
-        if not error and not report.is_file():
-            error = f"hsi fit finished but wrote no {REPORT_NAME} in {target}"
+        report = _finished_report(target)
+        if not error and report is None:
+            error = f"hsi fit finished but wrote no {' / '.join(REPORT_NAMES)} in {target}"
         if error:
             echo(f"{head}: FAILED after {_fmt_seconds(seconds)}: {error}")
             return RunOutcome(run.name, seed, target, "failed", error, seconds)
         _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs, resumed)
-        echo(f"{head}: done in {_fmt_seconds(seconds)}{_report_oa(report)}")
+        echo(f"{head}: done in {_fmt_seconds(seconds)}{_headline(report)}")
         return RunOutcome(run.name, seed, target, "done", seconds=seconds)
 
     outcomes: list[RunOutcome] = []
@@ -317,12 +329,23 @@ def _quote(arg: str) -> str:
     return f"'{arg}'" if any(c in arg for c in " {}\"'") else arg
 
 
-def _report_oa(report: Path) -> str:
+def _finished_report(target: Path) -> Path | None:
+    """The task report a finished run left in its folder, if any."""
+    for name in REPORT_NAMES:
+        if (target / name).is_file():
+            return target / name
+    return None
+
+
+def _headline(report: Path | None) -> str:
+    """`` (OA 95.20)``, `` (PSNR 36.99)``...: the report's headline metric, for progress lines."""
     try:
-        oa = json.loads(report.read_text())["metrics"]["OA"]
-        return f" (OA {oa:.2f})"
-    except (OSError, ValueError, KeyError, TypeError):
+        rec = load_reports(report)[0]
+        table = TASK_TABLES[rec.task]
+        value = rec.metrics[table.headline]
+    except (DataError, KeyError, IndexError, TypeError):
         return ""
+    return f" ({table.labels[table.headline]} {table.fmt(table.headline, value)})"
 
 
 def _resume_note(target: Path, max_epochs: int | None) -> str:
@@ -380,130 +403,15 @@ def _write_sidecar(
 
 
 @dataclass
-class ReportRecord:
-    """The facts of one ``test_report.json`` a benchmark row needs."""
-
-    path: Path
-    model: str | None
-    dataset: str | None
-    protocol: str | None
-    leaky: bool | None
-    leaky_reasons: tuple[str, ...]
-    seed: int | None
-    train_ratio: float | None
-    patch_size: int | None
-    pca_components: int | None
-    pca_fit: str | None
-    metrics: dict[str, float]
-    epochs: int | None
-    wall_seconds: float | None
-    wall_measured: bool
-    hsi_version: str | None
-    git: str | None
-    run: str | None = None  # the suite run that made it (benchmark_run.json), if any
-    published: str | None = None  # the published key that run compares with
-    mtime: float = 0.0
-
-    @property
-    def experiment(self) -> str:
-        """The run's folder name (``runs/<name>/version_N/[...]/`` gives ``<name>``)."""
-        for folder in self.path.parents:
-            if folder.name.startswith("version_"):
-                return folder.parent.name
-        return self.path.parent.name
-
-    def group_key(self) -> tuple:
-        # hand-made runs (no suite sidecar) group by their experiment folder, so two
-        # configs that differ in a setting the report does not name stay separate rows
-        return (
-            self.run or self.experiment,
-            self.model,
-            self.dataset,
-            self.protocol,
-            self.pca_fit,
-            self.train_ratio,
-            self.patch_size,
-            self.pca_components,
-        )
-
-
-def load_report(path: str | Path) -> ReportRecord:
-    """Read one report (and the ``benchmark_run.json`` beside it, when a suite made it)."""
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read benchmark report {path}: {exc}") from exc
-    data = report.get("data") or {}
-    split = data.get("split") or {}
-    params = split.get("params") or {}
-    metrics = {k: float(v) for k, v in (report.get("metrics") or {}).items() if k in METRICS}
-    if "OA" not in metrics:
-        raise DataError(f"{path} has no metrics.OA: not an hsi test report")
-    sidecar: dict[str, Any] = {}
-    if (path.parent / SIDECAR_NAME).is_file():
-        try:
-            sidecar = json.loads((path.parent / SIDECAR_NAME).read_text())
-        except (OSError, ValueError):
-            sidecar = {}
-    timings = report.get("timings") or {}
-    epoch_seconds = timings.get("train_epoch_seconds") or []
-    if sidecar.get("wall_seconds") is not None:
-        wall, measured = float(sidecar["wall_seconds"]), True
-    elif epoch_seconds:
-        wall, measured = float(sum(epoch_seconds) + (timings.get("test_seconds") or 0.0)), False
-    else:
-        wall, measured = None, False
-    train = params.get("train")
-    leaky = report.get("leaky", data.get("leaky"))
-    return ReportRecord(
-        path=path,
-        model=report.get("model"),
-        dataset=report.get("dataset") or data.get("dataset"),
-        protocol=report.get("protocol") or split.get("protocol"),
-        leaky=None if leaky is None else bool(leaky),
-        leaky_reasons=tuple(report.get("leaky_reasons") or data.get("leaky_reasons") or ()),
-        seed=report.get("seed", split.get("seed")),
-        train_ratio=float(train) if isinstance(train, (int, float)) and train < 1 else None,
-        patch_size=data.get("patch_size"),
-        pca_components=data.get("pca_components"),
-        pca_fit=data.get("pca_fit"),
-        metrics=metrics,
-        epochs=report.get("epochs_run"),
-        wall_seconds=wall,
-        wall_measured=measured,
-        hsi_version=report.get("hsi_version"),
-        git=report.get("git"),
-        run=sidecar.get("run"),
-        published=sidecar.get("published"),
-        mtime=path.stat().st_mtime,
-    )
-
-
-def find_reports(dirs: Iterable[str | Path]) -> list[Path]:
-    """Every ``test_report.json`` under the given directories (or the files themselves)."""
-    found: list[Path] = []
-    for d in dirs:
-        d = Path(d)
-        if d.is_file() and d.name == REPORT_NAME:
-            found.append(d)
-        elif d.is_dir():
-            found.extend(sorted(d.rglob(REPORT_NAME)))
-        else:
-            raise DataError(f"{d}: no such directory; give folders that hold {REPORT_NAME}")
-    return sorted({p.resolve() for p in found})
-
-
-@dataclass
 class MetricStats:
     mean: float
     std: float | None  # sample std (ddof=1); None with one seed
     n: int
 
-    def fmt(self) -> str:
+    def fmt(self, digits: int = 2) -> str:
         if self.std is None:
-            return f"{self.mean:.2f}"
-        return f"{self.mean:.2f} ± {self.std:.2f}"
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
 
 @dataclass
@@ -530,6 +438,13 @@ class Row:
     published: PublishedEntry | None
     reports: list[Path] = field(default_factory=list)
     duplicates: int = 0
+    task: str = "classification"
+    setup: str | None = None  # restoration/detection: the setup in words
+    reference: dict[str, MetricStats] = field(default_factory=dict)  # no-model baseline
+
+    @property
+    def table(self) -> TaskTable:
+        return TASK_TABLES[self.task]
 
     @property
     def n(self) -> int:
@@ -537,11 +452,13 @@ class Row:
 
     @property
     def gap(self) -> dict[str, float]:
-        """Measured mean − published value, per metric both sides have (percentage points)."""
+        """Measured mean − published value, per compared metric both sides have."""
         if self.published is None:
             return {}
         return {
-            k: self.stats[k].mean - v for k, v in self.published.metrics.items() if k in self.stats
+            k: self.stats[k].mean - v
+            for k, v in self.published.metrics.items()
+            if k in self.stats and k in self.table.compared
         }
 
     @property
@@ -557,6 +474,7 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "task": self.task,
             "label": self.label,
             "model": self.model,
             "dataset": self.dataset,
@@ -567,10 +485,14 @@ class Row:
             "patch_size": self.patch_size,
             "pca_components": self.pca_components,
             "pca_fit": self.pca_fit,
+            "setup": self.setup,
             "seeds": self.seeds,
             "n": self.n,
             "measured": {
                 k: {"mean": s.mean, "std": s.std, "n": s.n} for k, s in self.stats.items()
+            },
+            "no_model_reference": {
+                k: {"mean": s.mean, "std": s.std, "n": s.n} for k, s in self.reference.items()
             },
             "published": None
             if self.published is None
@@ -600,7 +522,15 @@ def match_published(
 ) -> PublishedEntry | None:
     """The published entry for the same model, dataset and training ratio (preferring the
     same protocol). A disjoint run is compared with the paper's number on purpose: the gap is
-    what the leak-free protocol costs."""
+    what the leak-free protocol costs. Restoration and detection results match on model,
+    dataset and protocol (the test degradation, the benchmark's split)."""
+    if getattr(record, "task", "classification") != "classification":
+        same = [
+            e
+            for e in published.values()
+            if (e.model, e.dataset, e.protocol) == (record.model, record.dataset, record.protocol)
+        ]
+        return (same or [None])[0]
     if record.train_ratio is None:
         return None
     candidates = [
@@ -644,10 +574,16 @@ def aggregate(
             entry = match_published(first, published)
         walls = [r.wall_seconds for r in kept if r.wall_seconds is not None]
         label = first.run or ", ".join(dict.fromkeys(r.experiment for r in kept))
+        table = TASK_TABLES[first.task]
         stats = {
             k: _stats([r.metrics[k] for r in kept])
-            for k in METRICS
+            for k in table.metrics
             if all(k in r.metrics for r in kept)
+        }
+        reference = {
+            k: _stats([r.reference[k] for r in kept])
+            for k in table.metrics
+            if all(k in r.reference for r in kept)
         }
         rows.append(
             Row(
@@ -671,9 +607,21 @@ def aggregate(
                 published=entry,
                 reports=[r.path for r in kept],
                 duplicates=len(recs) - len(kept),
+                task=first.task,
+                setup=first.setup,
+                reference=reference,
             )
         )
-    rows.sort(key=lambda r: (r.model or "", r.dataset or "", r.label))
+    order = list(TASK_TABLES)
+    rows.sort(
+        key=lambda r: (
+            order.index(r.task),
+            r.model or "",
+            r.dataset or "",
+            r.label,
+            r.protocol or "",
+        )
+    )
     return rows
 
 
@@ -686,7 +634,7 @@ def collect(
     records = []
     for path in find_reports(dirs):
         try:
-            records.append(load_report(path))
+            records.extend(load_reports(path))
         except DataError as exc:
             echo(f"skipped: {exc}")
     return aggregate(records, published)
@@ -704,10 +652,10 @@ def collect_suite(
         if not folder.is_dir():
             continue
         for path in find_reports([folder]):
-            rec = load_report(path)
-            rec.run = run.name
-            rec.published = rec.published or run.published
-            records.append(rec)
+            for rec in load_reports(path):
+                rec.run = run.name
+                rec.published = rec.published or run.published
+                records.append(rec)
     return aggregate(records, published)
 
 
@@ -727,27 +675,115 @@ def _setup(ratio: float | None, patch: int | None, pca: int | None, fit: str | N
     return ", ".join(parts) or "—"
 
 
-def _published_cell(entry: PublishedEntry | None, ref: int | None) -> str:
+def _published_cell(entry: PublishedEntry | None, ref: int | None, table: TaskTable) -> str:
     if entry is None:
         return "—"
 
     def one(k: str) -> str:
         if k not in entry.metrics:
             return "n/a"
-        s = entry.std.get(k)
-        return f"{entry.metrics[k]:.2f}" + (f" ± {s:g}" if s is not None else "")
+        s = entry.std.get(k)  # both as the source prints them
+        return f"{entry.metrics[k]:g}" + (f" ± {s:g}" if s is not None else "")
 
-    return " / ".join(one(k) for k in METRICS) + (f" [{ref}]" if ref else "")
+    return " / ".join(one(k) for k in table.compared) + (f" [{ref}]" if ref else "")
 
 
 def _gap_cell(row: Row) -> str:
-    gap = row.gap.get("OA")
+    table = row.table
+    gap = row.gap.get(table.headline)
     if gap is None:
         return "—"
-    text = f"{gap:+.2f}"
+    text = f"{gap:+.{table.digits.get(table.headline, 2)}f}"
     if row.same_protocol is False:
         text += f" ({row.protocol or '?'} vs {row.published.protocol})"
     return text
+
+
+# What each task's table says above itself
+_TABLE_NOTES = {
+    "classification": (
+        "Measured: mean ± sample std over seeds (n), in %. Gap: measured OA − published OA "
+        "(percentage points). *Leaky* protocols let test pixels into training (random pixel "
+        "splits put them inside training patches; whole-image PCA sees them): their numbers "
+        "are not comparable with a leak-free (disjoint) run; the gap of a disjoint run to a "
+        "paper's random-split number includes what the leak was worth."
+    ),
+    "restoration": (
+        "Measured: mean ± sample std over seeds (n) on the held-out test data; PSNR and SSIM "
+        "per band, averaged over bands, then images; SAM in degrees. No model: the degraded "
+        "input (denoising) or its bicubic upsampling (super-resolution), scored the same way. "
+        "Gap: measured PSNR − published PSNR (dB), only where the dataset and degradation are "
+        "the paper's; published SAM is left out (each paper prints its own unit)."
+    ),
+    "detection": (
+        "Measured: box mAP over IoU 0.50:0.95, 0.50 and 0.25 (torchmetrics, COCO-style) and "
+        "point AP (a hit: centre within the report's point radius), mean ± sample std over "
+        "seeds (n). Gap: measured mAP50:95 − published, only on the paper's benchmark."
+    ),
+}
+
+
+def _task_header(table: TaskTable) -> list[str]:
+    if table.task == "classification":
+        setup, proto = "setup", "protocol"
+    elif table.task == "restoration":
+        setup, proto = "setup", "degradation"
+    else:
+        setup, proto = "setup", "test"
+    cols = [table.labels[k] for k in table.metrics]
+    extra = [f"no model {table.labels[table.headline]}"] if table.task == "restoration" else []
+    published = " / ".join(table.labels[k] for k in table.compared)
+    return [
+        "run",
+        "model",
+        "dataset",
+        proto,
+        setup,
+        "n",
+        *cols,
+        *extra,
+        f"published {published}",
+        f"gap {table.labels[table.headline]}",
+        "epochs",
+        "wall",
+        "hsi",
+        "git",
+    ]
+
+
+def _task_cells(row: Row, ref: int | None) -> list[str]:
+    table = row.table
+    wall = _fmt_seconds(row.wall_seconds)
+    if row.wall_seconds is not None and not row.wall_measured:
+        wall = "≈" + wall
+    if row.task == "classification":
+        setup = _setup(row.train_ratio, row.patch_size, row.pca_components, row.pca_fit)
+    else:
+        setup = row.setup or "—"
+    digits = table.digits
+    measured = [
+        row.stats[k].fmt(digits.get(k, 2)) if k in row.stats else "—" for k in table.metrics
+    ]
+    extra = []
+    if row.task == "restoration":
+        head = row.reference.get(table.headline)
+        extra = [head.fmt(digits.get(table.headline, 2)) if head else "—"]
+    return [
+        row.label,
+        row.model or "?",
+        row.dataset or "?",
+        row.protocol_label,
+        setup,
+        str(row.n),
+        *measured,
+        *extra,
+        _published_cell(row.published, ref, table),
+        _gap_cell(row),
+        ", ".join(str(e) for e in row.epochs) or "—",
+        wall,
+        ", ".join(row.hsi_versions) or "—",
+        ", ".join(row.gits) or "—",
+    ]
 
 
 def render_markdown(
@@ -758,7 +794,7 @@ def render_markdown(
     unresolved: Sequence[dict[str, Any]] = (),
     missing: Sequence[RunOutcome] = (),
 ) -> str:
-    """The benchmark table with its sources, as markdown."""
+    """The benchmark tables (one per task present) with their sources, as markdown."""
     import hsi
     from hsi.reports import _git_hash
 
@@ -768,63 +804,30 @@ def render_markdown(
     lines.append(
         f"Written {now} by hsi {hsi.__version__} (git {_git_hash() or 'unknown'})"
         + "".join(f"; {k}: {v}" for k, v in context.items())
-        + "."
+        + ". Wall: per seed (≈: summed train epochs + test, not measured end to end)."
     )
-    lines += [
-        "",
-        "Measured: mean ± sample std over seeds (n), in %. Gap: measured OA − published OA "
-        "(percentage points). *Leaky* protocols let test pixels into training (random pixel "
-        "splits put them inside training patches; whole-image PCA sees them): their numbers "
-        "are not comparable with a leak-free (disjoint) run; the gap of a disjoint run to a "
-        "paper's random-split number includes what the leak was worth. Wall: per seed (≈: summed "
-        "train epochs + test, not measured end to end).",
-        "",
-    ]
     refs: dict[str, int] = {}
     for row in rows:
         if row.published is not None and row.published.key not in refs:
             refs[row.published.key] = len(refs) + 1
-    header = [
-        "run",
-        "model",
-        "dataset",
-        "protocol",
-        "setup",
-        "n",
-        "OA",
-        "AA",
-        "kappa",
-        "published OA / AA / kappa",
-        "gap OA",
-        "epochs",
-        "wall",
-        "hsi",
-        "git",
+    tasks = [task for task in TASK_TABLES if any(r.task == task for r in rows)] or [
+        "classification"
     ]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for row in rows:
-        wall = _fmt_seconds(row.wall_seconds)
-        if row.wall_seconds is not None and not row.wall_measured:
-            wall = "≈" + wall
-        cells = [
-            row.label,
-            row.model or "?",
-            row.dataset or "?",
-            row.protocol_label,
-            _setup(row.train_ratio, row.patch_size, row.pca_components, row.pca_fit),
-            str(row.n),
-            *(row.stats[k].fmt() if k in row.stats else "—" for k in METRICS),
-            _published_cell(row.published, refs.get(row.published.key) if row.published else None),
-            _gap_cell(row),
-            ", ".join(str(e) for e in row.epochs) or "—",
-            wall,
-            ", ".join(row.hsi_versions) or "—",
-            ", ".join(row.gits) or "—",
-        ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    if not rows:
-        lines.append("| (no reports) |" + " |" * (len(header) - 1))
+    for task in tasks:
+        table = TASK_TABLES[task]
+        lines.append("")
+        if len(tasks) > 1:
+            lines += [f"## {task.capitalize()}", ""]
+        lines += [_TABLE_NOTES[task], ""]
+        header = _task_header(table)
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for row in (r for r in rows if r.task == task):
+            ref = refs.get(row.published.key) if row.published else None
+            cells = _task_cells(row, ref)
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if not rows:
+            lines.append("| (no reports) |" + " |" * (len(header) - 1))
     if missing:
         lines += ["", "Not run (dataset not found):", ""]
         for m in missing:
@@ -834,11 +837,12 @@ def render_markdown(
         entries = {r.published.key: r.published for r in rows if r.published is not None}
         for key, i in refs.items():
             e = entries[key]
-            detail = _setup(None, e.patch_size, e.pca_components, None)
+            setup = _setup(None, e.patch_size, e.pca_components, None)
+            detail = "" if setup == "—" else f", {setup}"
             reasons = f"; leaky: {'; '.join(e.leaky_reasons)}" if e.leaky_reasons else ""
             epochs = f", {e.epochs} epochs" if e.epochs else ""
             lines.append(
-                f"{i}. `{key}`: {e.citation}, {e.table}. Protocol {e.protocol_label}, "
+                f"{i}. `{key}`: {e.citation}, {e.table}. Protocol {e.protocol_label}"
                 f"{detail}{epochs}{reasons}."
             )
     if unresolved:
@@ -850,12 +854,23 @@ def render_markdown(
         lines += ["", f"{dropped} older report(s) of an already counted seed were left out."]
     lines += ["", "Reports:", ""]
     for row in rows:
-        lines.append(f"- {row.label}: " + ", ".join(f"`{p}`" for p in row.reports))
+        what = row.label if row.task == "classification" else f"{row.label} ({row.protocol})"
+        lines.append(f"- {what}: " + ", ".join(f"`{p}`" for p in row.reports))
     return "\n".join(lines) + "\n"
 
 
+# y-axis of each task's panel: full ranges, since a truncated axis would make a small gap
+# look like a cliff (the printed values carry the precision); PSNR's top follows the data
+_AXES = {
+    "classification": ("overall accuracy (%)", 100.0),
+    "restoration": ("PSNR (dB)", None),
+    "detection": ("mAP50:95", 1.0),
+}
+
+
 def plot(rows: Sequence[Row], path: str | Path) -> Path:
-    """Bar chart: measured OA (mean ± std over seeds) beside the published OA, per row."""
+    """Bar chart per task: the measured headline metric (OA, PSNR, mAP50:95; mean ± std over
+    seeds) beside the published one, per row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -864,65 +879,82 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
 
     from hsi.data.writers import atomic_output
 
-    rows = [r for r in rows if "OA" in r.stats]
-    n = max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 * n + 1.5), 4.8))
-    x = np.arange(len(rows))
+    panels = []
+    for task, table in TASK_TABLES.items():
+        task_rows = [r for r in rows if r.task == task and table.headline in r.stats]
+        if task_rows:
+            panels.append((table, task_rows))
+    if not panels:
+        panels = [(TASK_TABLES["classification"], [])]
+    widest = max(len(r) for _, r in panels)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6.0, 2.5 * widest + 1.5), 4.8 * len(panels)), squeeze=False
+    )
     width = 0.38
     colors = {True: "#e08a2c", False: "#2c7fb8", None: "#888888"}
-    for i, row in enumerate(rows):
-        s = row.stats["OA"]
-        ax.bar(
-            x[i] - width / 2,
-            s.mean,
-            width,
-            yerr=s.std,  # none with one seed
-            capsize=4,
-            color=colors[row.leaky],
-            hatch="//" if row.leaky else None,
-            edgecolor="black",
-            linewidth=0.5,
-        )
-        top = s.mean + (s.std or 0.0)
-        ax.text(x[i] - width / 2, top, f"{s.mean:.2f}", ha="center", va="bottom", fontsize=7)
-        if row.published is not None and "OA" in row.published.metrics:
-            p = row.published.metrics["OA"]
+    for ax, (table, task_rows) in zip(axes[:, 0], panels, strict=True):
+        key = table.headline
+        label, top = _AXES[table.task]
+        x = np.arange(len(task_rows))
+        highest = 0.0
+        for i, row in enumerate(task_rows):
+            s = row.stats[key]
             ax.bar(
-                x[i] + width / 2,
-                p,
+                x[i] - width / 2,
+                s.mean,
                 width,
-                yerr=row.published.std.get("OA"),
+                yerr=s.std,  # none with one seed
                 capsize=4,
-                color="#bbbbbb",
+                color=colors[row.leaky],
+                hatch="//" if row.leaky else None,
                 edgecolor="black",
                 linewidth=0.5,
             )
-            ax.text(x[i] + width / 2, p, f"{p:.2f}", ha="center", va="bottom", fontsize=7)
-        else:
-            ax.text(x[i] + width / 2, 2, "no published\nnumber", ha="center", fontsize=6)
-    ax.set_xticks(x)
-    ax.set_xticklabels(
-        [f"{r.label}\n{r.protocol_label}, n={r.n}" for r in rows], fontsize=7, rotation=0
-    )
-    # a full 0-100 axis: a truncated one would make a 0.5-point gap look like a cliff; the
-    # printed values carry the precision
-    ax.set_xlim(-0.6, max(len(rows), 1) - 0.4)
-    ax.set_ylim(0.0, 115.0)
-    ax.set_yticks(np.arange(0, 101, 10))
-    ax.set_ylabel("overall accuracy (%)")
-    ax.set_title("measured vs published OA", fontsize=10)
-    ax.legend(
-        handles=[
-            Patch(facecolor=colors[False], edgecolor="black", label="measured, leak-free"),
-            Patch(facecolor=colors[True], edgecolor="black", hatch="//", label="measured, leaky"),
-            Patch(facecolor="#bbbbbb", edgecolor="black", label="published"),
-        ],
-        fontsize=7,
-        loc="upper center",
-        ncol=3,
-        frameon=False,
-    )
-    ax.grid(axis="y", alpha=0.3)
+            bar_top = s.mean + (s.std or 0.0)
+            highest = max(highest, bar_top)
+            text = table.fmt(key, s.mean)
+            ax.text(x[i] - width / 2, bar_top, text, ha="center", va="bottom", fontsize=7)
+            if row.published is not None and key in row.published.metrics:
+                p = row.published.metrics[key]
+                highest = max(highest, p)
+                ax.bar(
+                    x[i] + width / 2,
+                    p,
+                    width,
+                    yerr=row.published.std.get(key),
+                    capsize=4,
+                    color="#bbbbbb",
+                    edgecolor="black",
+                    linewidth=0.5,
+                )
+                text = table.fmt(key, p)
+                ax.text(x[i] + width / 2, p, text, ha="center", va="bottom", fontsize=7)
+            else:
+                ax.text(x[i] + width / 2, 0.02 * (top or highest or 1.0), "no published\nnumber",
+                        ha="center", fontsize=6)  # fmt: skip
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            [f"{r.label}\n{r.protocol_label}, n={r.n}" for r in task_rows], fontsize=7
+        )
+        ax.set_xlim(-0.6, max(len(task_rows), 1) - 0.4)
+        ceiling = top if top is not None else max(highest, 1.0) * 1.05
+        ax.set_ylim(0.0, ceiling * 1.15)
+        ax.set_ylabel(label)
+        ax.set_title(f"measured vs published {table.labels[key]}", fontsize=10)
+        ax.legend(
+            handles=[
+                Patch(facecolor=colors[False], edgecolor="black", label="measured, leak-free"),
+                Patch(
+                    facecolor=colors[True], edgecolor="black", hatch="//", label="measured, leaky"
+                ),
+                Patch(facecolor="#bbbbbb", edgecolor="black", label="published"),
+            ],
+            fontsize=7,
+            loc="upper center",
+            ncol=3,
+            frameon=False,
+        )
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     try:
         with atomic_output(path, overwrite=True) as tmp:
@@ -1043,8 +1075,8 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             rows = collect(args.collect, published)
             if not rows:
                 raise DataError(
-                    f"no {REPORT_NAME} under {', '.join(args.collect)}: run `hsi fit` or "
-                    "`hsi benchmark --suite ...` first"
+                    f"no {' / '.join(REPORT_NAMES)} under {', '.join(args.collect)}: run "
+                    "`hsi fit` or `hsi benchmark --suite ...` first"
                 )
             paths = write_results(
                 rows, args.out, context={"collected from": ", ".join(args.collect)}
@@ -1098,10 +1130,12 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
 
 def _print_summary(rows: Sequence[Row], paths: Sequence[Path]) -> None:
     for row in rows:
-        oa = row.stats["OA"].fmt() if "OA" in row.stats else "—"
-        gap = row.gap.get("OA")
-        vs = "" if gap is None else f", {gap:+.2f} vs {row.published.key}"
-        print(f"  {row.label} [{row.protocol_label}, n={row.n}]: OA {oa}{vs}")
+        table = row.table
+        key = table.headline
+        value = row.stats[key].fmt(table.digits.get(key, 2)) if key in row.stats else "—"
+        gap = row.gap.get(key)
+        vs = "" if gap is None else f", {gap:+.{table.digits.get(key, 2)}f} vs {row.published.key}"
+        print(f"  {row.label} [{row.protocol_label}, n={row.n}]: {table.labels[key]} {value}{vs}")
     for p in paths:
         print(f"wrote {p}")
 

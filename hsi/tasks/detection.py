@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import lightning as L
@@ -27,6 +28,7 @@ from hsi.detection.matching import MatchWeights, SetCriterion, to_pixels
 from hsi.detection.metrics import DEFAULT_RADIUS, point_average_precision, point_recall_by_size
 from hsi.errors import ConfigError
 from hsi.models.registry import create_model
+from hsi.reports import provenance
 from hsi.tasks.training import EpochTimer, cpu_fused, report_folder
 
 log = logging.getLogger(__name__)
@@ -265,7 +267,10 @@ class DetectionTask(EpochTimer, L.LightningModule):
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "detection_report.json"
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (hsi fit's seed)
         report = {
+            **provenance(),
+            "seed": int(seed) if seed and seed.lstrip("-").isdigit() else None,
             "metrics": metrics,
             "point_radius_px": self.hparams.point_radius,
             "model": self.hparams.model,

@@ -36,6 +36,7 @@ from hsi.data.restoration import Scaling
 from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.models.registry import create_model, get_model_class
+from hsi.reports import provenance
 from hsi.tasks.checkpointing import ExportableCheckpoint
 from hsi.tasks.training import (
     EpochTimer,
@@ -352,6 +353,7 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         if out_dir is None:
             return
         report = {
+            **provenance(),
             "task": self.kind,
             **body,
             "averaging": "per-band PSNR/SSIM averaged over bands, then over test images; "
