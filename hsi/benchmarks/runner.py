@@ -568,7 +568,9 @@ def aggregate(
         first = kept[0]
         leaks = {r.leaky for r in kept}
         entry = None
-        if first.published:
+        if first.published and first.task == "classification":
+            # restoration/detection find theirs by model, dataset and protocol: a suite run
+            # tested under several noises has one entry per noise, not the run's one key
             entry = published.get(first.published)
         if entry is None:
             entry = match_published(first, published)
