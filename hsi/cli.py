@@ -117,6 +117,67 @@ def _build_cli_class() -> type:
     return HsiCLI
 
 
+def _build_parser_class() -> type:
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    class HsiArgumentParser(LightningArgumentParser):
+        """jsonargparse's parser, with errors a user can act on: the problem and, for a
+        mistyped option, the closest valid names, instead of a 200-line usage dump above
+        the one line that matters."""
+
+        def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
+            if not self.exit_on_error:
+                return super().error(message, ex)
+            parser = getattr(ex, "subcommand_parser", None) or self
+            prog = parser.prog.replace(" [options]", "")
+            text = f"error: {message.rstrip()}\n"
+            hint = option_suggestions(message, _option_names(parser))
+            if hint:
+                text += hint + "\n"
+            sys.stderr.write(text + f"({prog} --help lists every option)\n")
+            self.exit(2)
+
+    return HsiArgumentParser
+
+
+def _option_names(parser: Any) -> list[str]:
+    return [s for s in getattr(parser, "_option_string_actions", {}) if s.startswith("--")]
+
+
+def option_suggestions(message: str, options: list[str]) -> str:
+    """``did you mean ...`` for the mistyped names in a jsonargparse error message: an
+    option a class does not accept (matched against that class's constructor) or an
+    unrecognised command-line flag (matched against the parser's options)."""
+    import difflib
+    import importlib
+    import inspect
+    import re
+
+    hints = []
+    for cls_path, bad in re.findall(
+        r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message
+    ):
+        module, _, name = cls_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+            params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        except (ImportError, AttributeError, TypeError, ValueError):
+            continue
+        close = difflib.get_close_matches(bad, params, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"{name} takes no '{bad}': did you mean {', '.join(map(repr, close))}?")
+    unrecognised = re.search(r"unrecognized arguments:(.*)", message, re.IGNORECASE)
+    flags = re.findall(r"(--[\w.]+)", unrecognised[1] if unrecognised else "")
+    # a config file's key: "Subcommand 'fit' does not accept option 'trainer.max_epoch'"
+    flags += [f"--{key}" for key in re.findall(r"does not accept option '([\w.]+)'", message)]
+    for flag in flags:
+        close = difflib.get_close_matches(flag, options, n=3, cutoff=0.75)
+        if close:
+            names = ", ".join(c.removeprefix("--") for c in close)
+            hints.append(f"no option {flag.removeprefix('--')}: did you mean {names}?")
+    return "\n".join(hints)
+
+
 def run_lightning(args: list[str] | None = None) -> Any:
     """Run the LightningCLI part (``fit``/``validate``/``test``/``predict``)."""
     import lightning as L
@@ -125,6 +186,7 @@ def run_lightning(args: list[str] | None = None) -> Any:
     return cli_class(
         L.LightningModule,
         L.LightningDataModule,
+        parser_class=_build_parser_class(),
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,

@@ -106,8 +106,19 @@ def test_config_typo_is_a_clear_error(tmp_path: Path, capsys) -> None:
     cfg = _config(tmp_path, image, gt)
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", str(cfg), "--data.init_args.protocl", "random"])
-    assert exc.value.code != 0
-    assert "protocl" in capsys.readouterr().err
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "takes no 'protocl': did you mean 'protocol'?" in err
+    assert "usage:" not in err and len(err.splitlines()) < 20  # no option dump above it
+    # a mistyped flag and a mistyped key in a config file: the closest names
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(cfg), "--trainer.max_epohcs", "3"])
+    assert "did you mean trainer.max_epochs" in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epoch: 3\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(cfg), "--config", str(typo)])
+    assert "no option trainer.max_epoch: did you mean trainer.max_epochs" in capsys.readouterr().err
 
 
 def test_missing_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
