@@ -98,3 +98,19 @@ def test_cpu_fused_reads_param_groups_and_leaves_other_cases_to_the_default() ->
     assert cpu_fused([]) == {}
     assert cpu_fused([torch.ones(2, dtype=torch.int64)]) == {}  # not a float tensor
     assert cpu_fused([torch.nn.Parameter(torch.ones(2, device="meta"))]) == {}  # not the CPU
+
+
+def test_optimizer_state_moves_between_fused_and_default_adam() -> None:
+    """A run resumed elsewhere (CPU checkpoint on a GPU, or one made before hsi fused the
+    CPU update) loads its optimizer state either way and goes on stepping."""
+    p = [torch.nn.Parameter(torch.randn(4, 3))]
+    default = torch.optim.AdamW(p, lr=0.1)
+    p[0].grad = torch.ones(4, 3)
+    default.step()
+    fused = make_optimizer(p, "adamw", 0.1, 0.01)
+    fused.load_state_dict(default.state_dict())
+    fused.step()
+    again = torch.optim.AdamW(p, lr=0.1)
+    again.load_state_dict(fused.state_dict())
+    again.step()
+    assert again.state[p[0]]["step"].item() == 3 and torch.isfinite(p[0]).all()
