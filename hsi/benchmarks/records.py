@@ -35,8 +35,8 @@ SIDECAR_NAME = "benchmark_run.json"
 
 @dataclass(frozen=True)
 class TaskTable:
-    """How one task's reports become a table: its report file, measured columns and the
-    headline metric whose gap to the paper the table prints."""
+    """How one task's reports become a table and a chart panel: the report file, measured
+    columns, the headline metric whose gap to the paper is printed, and how it is shown."""
 
     task: str
     report_name: str
@@ -45,10 +45,18 @@ class TaskTable:
     headline: str
     labels: dict[str, str]
     digits: dict[str, int]
-    gap_unit: str
+    protocol_column: str  # what the task calls its protocol
+    note: str  # what the table says above itself
+    axis_label: str
+    # the panel's y-axis top: full ranges, since a truncated axis would make a small gap
+    # look like a cliff (printed values carry the precision); None: follow the data
+    axis_top: float | None
+
+    def places(self, metric: str) -> int:
+        return self.digits.get(metric, 2)
 
     def fmt(self, metric: str, value: float) -> str:
-        return f"{value:.{self.digits.get(metric, 2)}f}"
+        return f"{value:.{self.places(metric)}f}"
 
 
 TASK_TABLES: dict[str, TaskTable] = {
@@ -60,7 +68,16 @@ TASK_TABLES: dict[str, TaskTable] = {
         headline="OA",
         labels={"OA": "OA", "AA": "AA", "kappa": "kappa"},
         digits={"OA": 2, "AA": 2, "kappa": 2},
-        gap_unit="percentage points",
+        protocol_column="protocol",
+        note=(
+            "Measured: mean ± sample std over seeds (n), in %. Gap: measured OA − published OA "
+            "(percentage points). *Leaky* protocols let test pixels into training (random "
+            "pixel splits put them inside training patches; whole-image PCA sees them): their "
+            "numbers are not comparable with a leak-free (disjoint) run; the gap of a disjoint "
+            "run to a paper's random-split number includes what the leak was worth."
+        ),
+        axis_label="overall accuracy (%)",
+        axis_top=100.0,
     ),
     "restoration": TaskTable(
         task="restoration",
@@ -72,7 +89,17 @@ TASK_TABLES: dict[str, TaskTable] = {
         headline="PSNR",
         labels={"PSNR": "PSNR (dB)", "SSIM": "SSIM", "SAM": "SAM (°)"},
         digits={"PSNR": 2, "SSIM": 4, "SAM": 2},
-        gap_unit="dB",
+        protocol_column="degradation",
+        note=(
+            "Measured: mean ± sample std over seeds (n) on the held-out test data; PSNR and "
+            "SSIM per band, averaged over bands, then images; SAM in degrees. No model: the "
+            "degraded input (denoising) or its bicubic upsampling (super-resolution), scored "
+            "the same way. Gap: measured PSNR − published PSNR (dB), only where the dataset and "
+            "degradation are the paper's; published SAM is left out (each paper prints its "
+            "own unit)."
+        ),
+        axis_label="PSNR (dB)",
+        axis_top=None,
     ),
     "detection": TaskTable(
         task="detection",
@@ -82,7 +109,14 @@ TASK_TABLES: dict[str, TaskTable] = {
         headline="mAP50_95",
         labels={"mAP50_95": "mAP50:95", "mAP50": "mAP50", "mAP25": "mAP25", "point_AP": "point AP"},
         digits={"mAP50_95": 3, "mAP50": 3, "mAP25": 3, "point_AP": 3},
-        gap_unit="",
+        protocol_column="test",
+        note=(
+            "Measured: box mAP over IoU 0.50:0.95, 0.50 and 0.25 (torchmetrics, COCO-style) and "
+            "point AP (a hit: centre within the report's point radius), mean ± sample std over "
+            "seeds (n). Gap: measured mAP50:95 − published, only on the paper's benchmark."
+        ),
+        axis_label="mAP50:95",
+        axis_top=1.0,
     ),
 }
 REPORT_NAMES: dict[str, str] = {t.report_name: t.task for t in TASK_TABLES.values()}
@@ -188,7 +222,9 @@ def _sidecar(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _wall(sidecar: dict[str, Any], epoch_seconds: list[float], test_seconds: float | None):
+def _wall(
+    sidecar: dict[str, Any], epoch_seconds: list[float], test_seconds: float | None
+) -> tuple[float | None, bool]:
     """(seconds, measured): the suite's end-to-end time, else the summed epochs (+ test)."""
     if sidecar.get("wall_seconds") is not None:
         return float(sidecar["wall_seconds"]), True
@@ -207,7 +243,9 @@ def _floats(values: dict[str, Any] | None, names: dict[str, str]) -> dict[str, f
     return out
 
 
-def _classification(path: Path, report: dict[str, Any], sidecar: dict[str, Any]):
+def _classification(
+    path: Path, report: dict[str, Any], sidecar: dict[str, Any]
+) -> list[ReportRecord]:
     data = report.get("data") or {}
     split = data.get("split") or {}
     params = split.get("params") or {}
@@ -260,7 +298,7 @@ def _restoration_setup(data: dict[str, Any], kind: str | None) -> str:
     return ", ".join(parts)
 
 
-def _restoration(path: Path, report: dict[str, Any], sidecar: dict[str, Any]):
+def _restoration(path: Path, report: dict[str, Any], sidecar: dict[str, Any]) -> list[ReportRecord]:
     data = report.get("data") or {}
     model = report.get("model") or {}
     timings = report.get("timings") or {}
@@ -311,7 +349,7 @@ def _restoration(path: Path, report: dict[str, Any], sidecar: dict[str, Any]):
     return records
 
 
-def _detection(path: Path, report: dict[str, Any], sidecar: dict[str, Any]):
+def _detection(path: Path, report: dict[str, Any], sidecar: dict[str, Any]) -> list[ReportRecord]:
     data = report.get("data") or {}
     names = {k: k for k in TASK_TABLES["detection"].metrics}
     metrics = _floats(report.get("metrics"), names)
@@ -399,8 +437,7 @@ def find_reports(dirs: Iterable[str | Path]) -> list[Path]:
         if d.is_file() and d.name in REPORT_NAMES:
             found.append(d)
         elif d.is_dir():
-            for name in REPORT_NAMES:
-                found.extend(d.rglob(name))
+            found.extend(p for p in d.rglob("*_report.json") if p.name in REPORT_NAMES)
         else:
             raise DataError(
                 f"{d}: no such directory; give folders that hold {', '.join(REPORT_NAMES)}"

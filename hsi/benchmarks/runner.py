@@ -524,7 +524,7 @@ def match_published(
     same protocol). A disjoint run is compared with the paper's number on purpose: the gap is
     what the leak-free protocol costs. Restoration and detection results match on model,
     dataset and protocol (the test degradation, the benchmark's split)."""
-    if getattr(record, "task", "classification") != "classification":
+    if record.task != "classification":
         same = [
             e
             for e in published.values()
@@ -695,43 +695,13 @@ def _gap_cell(row: Row) -> str:
     gap = row.gap.get(table.headline)
     if gap is None:
         return "—"
-    text = f"{gap:+.{table.digits.get(table.headline, 2)}f}"
+    text = f"{gap:+.{table.places(table.headline)}f}"
     if row.same_protocol is False:
         text += f" ({row.protocol or '?'} vs {row.published.protocol})"
     return text
 
 
-# What each task's table says above itself
-_TABLE_NOTES = {
-    "classification": (
-        "Measured: mean ± sample std over seeds (n), in %. Gap: measured OA − published OA "
-        "(percentage points). *Leaky* protocols let test pixels into training (random pixel "
-        "splits put them inside training patches; whole-image PCA sees them): their numbers "
-        "are not comparable with a leak-free (disjoint) run; the gap of a disjoint run to a "
-        "paper's random-split number includes what the leak was worth."
-    ),
-    "restoration": (
-        "Measured: mean ± sample std over seeds (n) on the held-out test data; PSNR and SSIM "
-        "per band, averaged over bands, then images; SAM in degrees. No model: the degraded "
-        "input (denoising) or its bicubic upsampling (super-resolution), scored the same way. "
-        "Gap: measured PSNR − published PSNR (dB), only where the dataset and degradation are "
-        "the paper's; published SAM is left out (each paper prints its own unit)."
-    ),
-    "detection": (
-        "Measured: box mAP over IoU 0.50:0.95, 0.50 and 0.25 (torchmetrics, COCO-style) and "
-        "point AP (a hit: centre within the report's point radius), mean ± sample std over "
-        "seeds (n). Gap: measured mAP50:95 − published, only on the paper's benchmark."
-    ),
-}
-
-
 def _task_header(table: TaskTable) -> list[str]:
-    if table.task == "classification":
-        setup, proto = "setup", "protocol"
-    elif table.task == "restoration":
-        setup, proto = "setup", "degradation"
-    else:
-        setup, proto = "setup", "test"
     cols = [table.labels[k] for k in table.metrics]
     extra = [f"no model {table.labels[table.headline]}"] if table.task == "restoration" else []
     published = " / ".join(table.labels[k] for k in table.compared)
@@ -739,8 +709,8 @@ def _task_header(table: TaskTable) -> list[str]:
         "run",
         "model",
         "dataset",
-        proto,
-        setup,
+        table.protocol_column,
+        "setup",
         "n",
         *cols,
         *extra,
@@ -762,14 +732,11 @@ def _task_cells(row: Row, ref: int | None) -> list[str]:
         setup = _setup(row.train_ratio, row.patch_size, row.pca_components, row.pca_fit)
     else:
         setup = row.setup or "—"
-    digits = table.digits
-    measured = [
-        row.stats[k].fmt(digits.get(k, 2)) if k in row.stats else "—" for k in table.metrics
-    ]
+    measured = [row.stats[k].fmt(table.places(k)) if k in row.stats else "—" for k in table.metrics]
     extra = []
     if row.task == "restoration":
         head = row.reference.get(table.headline)
-        extra = [head.fmt(digits.get(table.headline, 2)) if head else "—"]
+        extra = [head.fmt(table.places(table.headline)) if head else "—"]
     return [
         row.label,
         row.model or "?",
@@ -820,7 +787,7 @@ def render_markdown(
         lines.append("")
         if len(tasks) > 1:
             lines += [f"## {task.capitalize()}", ""]
-        lines += [_TABLE_NOTES[task], ""]
+        lines += [table.note, ""]
         header = _task_header(table)
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
@@ -861,15 +828,6 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-# y-axis of each task's panel: full ranges, since a truncated axis would make a small gap
-# look like a cliff (the printed values carry the precision); PSNR's top follows the data
-_AXES = {
-    "classification": ("overall accuracy (%)", 100.0),
-    "restoration": ("PSNR (dB)", None),
-    "detection": ("mAP50:95", 1.0),
-}
-
-
 def plot(rows: Sequence[Row], path: str | Path) -> Path:
     """Bar chart per task: the measured headline metric (OA, PSNR, mAP50:95; mean ± std over
     seeds) beside the published one, per row."""
@@ -896,7 +854,7 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
     colors = {True: "#e08a2c", False: "#2c7fb8", None: "#888888"}
     for ax, (table, task_rows) in zip(axes[:, 0], panels, strict=True):
         key = table.headline
-        label, top = _AXES[table.task]
+        label, top = table.axis_label, table.axis_top
         x = np.arange(len(task_rows))
         highest = 0.0
         for i, row in enumerate(task_rows):
@@ -1134,9 +1092,9 @@ def _print_summary(rows: Sequence[Row], paths: Sequence[Path]) -> None:
     for row in rows:
         table = row.table
         key = table.headline
-        value = row.stats[key].fmt(table.digits.get(key, 2)) if key in row.stats else "—"
+        value = row.stats[key].fmt(table.places(key)) if key in row.stats else "—"
         gap = row.gap.get(key)
-        vs = "" if gap is None else f", {gap:+.{table.digits.get(key, 2)}f} vs {row.published.key}"
+        vs = "" if gap is None else f", {gap:+.{table.places(key)}f} vs {row.published.key}"
         print(f"  {row.label} [{row.protocol_label}, n={row.n}]: {table.labels[key]} {value}{vs}")
     for p in paths:
         print(f"wrote {p}")

@@ -29,7 +29,7 @@ from hsi.detection.metrics import DEFAULT_RADIUS, point_average_precision, point
 from hsi.errors import ConfigError
 from hsi.models.registry import create_model
 from hsi.reports import provenance
-from hsi.tasks.training import EpochTimer, cpu_fused, report_folder
+from hsi.tasks.training import EpochTimer, make_optimizer, report_folder
 
 log = logging.getLogger(__name__)
 COCO_MAX_DETECTIONS = 100
@@ -295,7 +295,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
         groups = [{"params": rest}]
         if embed:
             groups.append({"params": embed, "lr": hp.lr * hp.embed_lr_mult})
-        opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay, **cpu_fused(groups))
+        opt = make_optimizer(groups, "adamw", hp.lr, hp.weight_decay)
         if not hp.lr_milestones:
             return opt
         sched = torch.optim.lr_scheduler.MultiStepLR(

@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def make_optimizer(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
     name: str,
     lr: float,
     weight_decay: float,
     allowed: tuple[str, ...] = ("adam", "adamw", "sgd"),
 ) -> torch.optim.Optimizer:
-    """``adam``, ``adamw`` or ``sgd`` (momentum 0.9), among the ``allowed`` names.
+    """``adam``, ``adamw`` or ``sgd`` (momentum 0.9), among the ``allowed`` names, over
+    parameters or parameter groups (dicts with ``params`` and per-group settings).
 
     Adam and AdamW take PyTorch's fused kernel when every parameter is on the CPU
     (:func:`cpu_fused`).
