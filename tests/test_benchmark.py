@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hsi.benchmarks import (
@@ -416,7 +417,9 @@ def test_runs_option_trains_only_the_named_runs_and_tables_the_whole_suite(
     assert main([*argv, "--runs", "toy_other", "--seeds", "1"]) == 0
     assert len(calls) == 1 and str(out / "toy_other") in " ".join(calls[0])
     printed = capsys.readouterr().out
-    assert "[1/1] toy_other seed 1: training" in printed and "toy_run seed" not in printed
+    assert "[1/1] toy_other seed 1: training" in printed and "toy_run seed 1: train" not in printed
+    # what the suite still lacks is listed, the runs not asked for included
+    assert "toy_run seed 1: not started" in printed and "toy_other seed 0: not started" in printed
     md = (out / "benchmark.md").read_text()
     assert "| toy_run |" in md and "| toy_other |" in md
 
@@ -424,6 +427,46 @@ def test_runs_option_trains_only_the_named_runs_and_tables_the_whole_suite(
     err = capsys.readouterr().err
     assert "no run 'tpy_other'" in err and "its runs: toy_run, toy_other" in err
     assert len(calls) == 1
+
+
+def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch, capsys) -> None:
+    suites = _toy_suite(tmp_path)
+    spec = yaml.safe_load(suites.read_text())
+    spec["suites"]["toy"]["runs"][0]["overrides"] = ["--trainer.max_epochs=5"]
+    spec["suites"]["toy"]["runs"][0]["seeds"] = [0, 1, 2]
+    suites.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    run = load_suites(suites)["toy"].runs[0]
+    write_report(run_dir(out, run, 0), oa=95.0, seed=0)
+    # seed 1 was killed after its third epoch (Lightning saves the finished epoch's index)
+    resume = run_dir(out, run, 1) / runner.RESUME_DIR
+    resume.mkdir(parents=True)
+    torch.save({"epoch": 2, "hsi_epoch_seconds": [30.0, 10.0, 12.0]}, resume / "last.ckpt")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner, "_fit", _fake_fit(calls, fail_seeds=(2,)))
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main([*argv, "--seeds", "2"]) == 1  # seed 2 fails
+    md = (out / "benchmark.md").read_text()
+    assert "Still to run (2 run × seed, not in the table):" in md
+    assert "- toy_run seed 1: in progress (3 of 5 epochs finished, resumable; median 12 s" in md
+    assert "- toy_run seed 2: failed (hsi fit exited with code 2)" in md
+    assert "toy_run seed 0" not in md.split("Still to run")[1].split("Reports:")[0]
+    pending = json.loads((out / "benchmark.json").read_text())["pending"]
+    assert [(p["seed"], p["state"]) for p in pending] == [(1, "in progress"), (2, "failed")]
+    assert "still to run (2):" in capsys.readouterr().out
+
+    # an unreadable resume file is a run not started, not a crash
+    (resume / "last.ckpt").write_bytes(b"cut short")
+    assert runner.suite_progress(load_suites(suites)["toy"], out)[0].state == "not started"
+
+
+def test_unpinned_claims_listed_are_those_of_the_tables_models(tmp_path: Path) -> None:
+    rows = aggregate([load_report(write_report(tmp_path / "r", oa=90.0, seed=0))])
+    runner.write_results(rows, tmp_path / "a")
+    assert "Published claims not pinned" not in (tmp_path / "a" / "benchmark.md").read_text()
+    runner.write_results(rows, tmp_path / "b", models=["lola_specvit"])
+    md = (tmp_path / "b" / "benchmark.md").read_text()
+    assert "- lola_specvit:" in md and "- hirdiff:" not in md
 
 
 # ---- restoration and detection reports in the same tables -----------------------------------

@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ __all__ = [
     "match_published",
     "render_markdown",
     "run_suite",
+    "suite_progress",
     "write_results",
 ]
 
@@ -323,6 +324,103 @@ def run_suite(
                 outcomes.append(RunOutcome(run.name, seed, target, "stopped", name))
                 break
     return outcomes
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A (run, seed) of a suite with no finished report, and how far it got."""
+
+    run: str
+    seed: int
+    state: str  # "in progress", "not started", "failed", "dataset not found"
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.run} seed {self.seed}: {self.state}" + (
+            f" ({self.detail})" if self.detail else ""
+        )
+
+
+def _config_value(run: SuiteRun, dotted: str) -> Any:
+    """A setting of a run as its config file and overrides give it (overrides win)."""
+    value = _override_value(run.overrides, dotted)
+    if value is not None:
+        return yaml.safe_load(value)
+    node: Any = yaml.safe_load(resolve_config(run.config).read_text()) or {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def run_model(run: SuiteRun) -> str | None:
+    """The registry model a suite run trains (``model.init_args.model`` of its config)."""
+    try:
+        model = _config_value(run, "model.init_args.model")
+    except (OSError, ConfigError, yaml.YAMLError):
+        return None
+    return None if model is None else str(model).lower()
+
+
+def _epochs_done(resume: Path) -> tuple[int, list[float]] | None:
+    """Finished epochs and their measured seconds, from a resume checkpoint (memory-mapped:
+    a 2 GB file costs a few reads), or None when there is no readable one."""
+    if not resume.is_file():
+        return None
+    import torch
+
+    try:
+        ckpt = torch.load(resume, map_location="cpu", weights_only=True, mmap=True)
+        seconds = [float(s) for s in ckpt.get("hsi_epoch_seconds") or []]
+        # Lightning saves the index of the epoch that just finished
+        return int(ckpt["epoch"]) + 1, seconds
+    except Exception:  # noqa: BLE001 - a half-written or foreign file: the run says so itself
+        return None
+
+
+def suite_progress(
+    suite: Suite,
+    out: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    max_epochs: int | None = None,
+    outcomes: Sequence[RunOutcome] = (),
+) -> list[PendingRun]:
+    """Every (run, seed) of the suite (its seeds and ``seeds``) that has no finished report,
+    in the suite's order.
+
+    Why: a full suite is many CPU-hours run in pieces; its table must say which rows are
+    still missing and how far each got, not just show the finished ones. ``outcomes`` (of
+    the call that just ran) turn a failure or a missing dataset into that row's state.
+    """
+    said = {(o.run, o.seed): o for o in outcomes}
+    pending = []
+    for run in suite.runs:
+        try:
+            planned = max_epochs or _config_value(run, "trainer.max_epochs")
+        except (OSError, ConfigError, yaml.YAMLError):
+            planned = None
+        for seed in sorted(set(run.seeds) | set(seeds or ())):
+            target = run_dir(out, run, seed)
+            if _finished_report(target) is not None:
+                continue
+            outcome = said.get((run.name, seed))
+            if outcome is not None and outcome.status == "failed":
+                pending.append(PendingRun(run.name, seed, "failed", outcome.message))
+                continue
+            if outcome is not None and outcome.status == "missing data":
+                pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
+                continue
+            done = _epochs_done(target / RESUME_DIR / "last.ckpt")
+            if done is None:
+                pending.append(PendingRun(run.name, seed, "not started"))
+                continue
+            epochs, seconds = done
+            of = f" of {planned}" if planned else ""
+            detail = f"{epochs}{of} epochs finished, resumable"
+            if seconds:
+                detail += f"; median {float(np.median(seconds)):.0f} s per epoch"
+            pending.append(PendingRun(run.name, seed, "in progress", detail))
+    return pending
 
 
 def _quote(arg: str) -> str:
@@ -761,7 +859,7 @@ def render_markdown(
     title: str = "hsi benchmark",
     context: dict[str, Any] | None = None,
     unresolved: Sequence[dict[str, Any]] = (),
-    missing: Sequence[RunOutcome] = (),
+    pending: Sequence[PendingRun] = (),
 ) -> str:
     """The benchmark tables (one per task present) with their sources, as markdown."""
     import hsi
@@ -797,10 +895,9 @@ def render_markdown(
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         if not rows:
             lines.append("| (no reports) |" + " |" * (len(header) - 1))
-    if missing:
-        lines += ["", "Not run (dataset not found):", ""]
-        for m in missing:
-            lines.append(f"- {m.run} seed {m.seed}: {m.message}")
+    if pending:
+        lines += ["", f"Still to run ({len(pending)} run × seed, not in the table):", ""]
+        lines += [f"- {p.line()}" for p in pending]
     if refs:
         lines += ["", "Published numbers:", ""]
         entries = {r.published.key: r.published for r in rows if r.published is not None}
@@ -930,22 +1027,31 @@ def write_results(
     *,
     title: str = "hsi benchmark",
     context: dict[str, Any] | None = None,
-    missing: Sequence[RunOutcome] = (),
+    pending: Sequence[PendingRun] = (),
+    models: Iterable[str] = (),
 ) -> list[Path]:
-    """Write ``benchmark.md``, ``benchmark.png`` and ``benchmark.json`` into ``out``."""
+    """Write ``benchmark.md``, ``benchmark.png`` and ``benchmark.json`` into ``out``.
+
+    The unpinned published claims listed are those of the tabulated models and of
+    ``models`` (a suite's, finished or not)."""
     from hsi.data.writers import atomic_output
 
     out = Path(out)
-    md = render_markdown(
-        rows, title=title, context=context, unresolved=unresolved_claims(), missing=missing
-    )
+    shown = {r.model for r in rows if r.model} | {m.lower() for m in models}
+    unresolved = [c for c in unresolved_claims() if str(c.get("model", "")).lower() in shown]
+    md = render_markdown(rows, title=title, context=context, unresolved=unresolved, pending=pending)
     paths = []
     with atomic_output(out / "benchmark.md", overwrite=True) as tmp:
         tmp.write_text(md, encoding="utf-8")
     paths.append(out / "benchmark.md")
     paths.append(plot(rows, out / "benchmark.png"))
     with atomic_output(out / "benchmark.json", overwrite=True) as tmp:
-        payload = {"title": title, "context": context or {}, "rows": [r.to_dict() for r in rows]}
+        payload = {
+            "title": title,
+            "context": context or {},
+            "rows": [r.to_dict() for r in rows],
+            "pending": [asdict(p) for p in pending],
+        }
         tmp.write_text(json.dumps(payload, indent=2, default=str))
     paths.append(out / "benchmark.json")
     return paths
@@ -1066,6 +1172,9 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             return 0
         missing = [o for o in outcomes if o.status == "missing data"]
         failed = [o for o in outcomes if o.status == "failed"]
+        pending = suite_progress(
+            suite, args.out, seeds=args.seeds, max_epochs=args.max_epochs, outcomes=outcomes
+        )
         stopped = [o for o in outcomes if o.status == "stopped"]
         rows = collect_suite(suite, args.out, published)
         if not rows and missing and len(missing) == len(outcomes):
@@ -1075,9 +1184,14 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
         if args.max_epochs is not None:
             context["max_epochs"] = args.max_epochs
         paths = write_results(
-            rows, args.out, title=f"hsi benchmark: {suite.name}", context=context, missing=missing
+            rows,
+            args.out,
+            title=f"hsi benchmark: {suite.name}",
+            context=context,
+            pending=pending,
+            models=filter(None, (run_model(r) for r in suite.runs)),
         )
-        _print_summary(rows, paths)
+        _print_summary(rows, paths, pending)
         for o in failed:
             print(f"failed: {o.run} seed {o.seed}: {o.message}", file=sys.stderr)
         if stopped:  # the shell's convention for a death by signal: 128 + its number
@@ -1088,7 +1202,9 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
         return 2
 
 
-def _print_summary(rows: Sequence[Row], paths: Sequence[Path]) -> None:
+def _print_summary(
+    rows: Sequence[Row], paths: Sequence[Path], pending: Sequence[PendingRun] = ()
+) -> None:
     for row in rows:
         table = row.table
         key = table.headline
@@ -1096,6 +1212,10 @@ def _print_summary(rows: Sequence[Row], paths: Sequence[Path]) -> None:
         gap = row.gap.get(key)
         vs = "" if gap is None else f", {gap:+.{table.places(key)}f} vs {row.published.key}"
         print(f"  {row.label} [{row.protocol_label}, n={row.n}]: {table.labels[key]} {value}{vs}")
+    if pending:
+        print(f"still to run ({len(pending)}):")
+        for p in pending:
+            print(f"  {p.line()}")
     for p in paths:
         print(f"wrote {p}")
 
