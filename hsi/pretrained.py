@@ -7,7 +7,7 @@ file. A weight is named ``<model>/<tag>`` (``hybridsn/indian_pines``); the bare 
 wherever it is unambiguous::
 
     model = hsi.create_model("hybridsn", pretrained="indian_pines")
-    hsi predict --ckpt indian_pines --input scene.tif --output map.tif
+    hsi predict --ckpt hybridsn/indian_pines --input scene.tif --output map.tif
 
 Why a separate format from Lightning's ``.ckpt``: a ``.ckpt`` carries the optimizer state
 (three times the weights) and the task's class path; a shipped weight needs only what
@@ -474,13 +474,16 @@ def export_weights(
     *,
     dtype: str = "float16",
     tag: str | None = None,
+    split_file: str | None = None,
 ) -> Path:
     """Write the weight file of a ``hsi fit`` checkpoint (``.ckpt``) to ``output``.
 
     Keeps the network's state dict (floating tensors cast to ``dtype``), the model name and
     constructor kwargs, the fitted preprocessing and the data facts; drops the optimizer
-    and loop state and the local data path. The file is re-read with
-    ``weights_only=True`` before this returns, so what is written is what loads.
+    and loop state and the local data path. ``split_file`` replaces the split path the run
+    recorded (a run folder on the exporting machine) with the one shipped beside the
+    weights, e.g. ``splits/...json``. The file is re-read with ``weights_only=True`` before
+    this returns, so what is written is what loads.
     """
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -508,6 +511,8 @@ def export_weights(
     if not net_state:
         raise DataError(f"{ckpt_path}: no network weights (net.*) in the checkpoint")
     data = {k: v for k, v in (meta.get("data") or {}).items() if k != "image_path"}
+    if split_file is not None:
+        data["split_file"] = str(split_file)
     task_hp = {
         k: v for k, v in hp.items() if not k.startswith("_") and k not in ("model", "model_kwargs")
     }
@@ -673,7 +678,9 @@ def export_main(args: argparse.Namespace) -> int:
     tmp_model = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
     model_name = _norm_model(str(tmp_model["model"]))
     stem = f"{model_name}_{args.tag}"
-    path = export_weights(ckpt, directory / f"{stem}.pt", dtype=args.dtype, tag=args.tag)
+    path = export_weights(
+        ckpt, directory / f"{stem}.pt", dtype=args.dtype, tag=args.tag, split_file=args.split
+    )
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.2f} MB, {args.dtype})")
     if size > MAX_GIT_BYTES:
