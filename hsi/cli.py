@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from hsi.errors import HsiError
+from hsi.provenance import git_commit
 
 log = logging.getLogger("hsi")
 
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
     _configure_logging()
+    git_commit()  # the commit reports name: the code loaded now, not one committed mid-run
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(OVERVIEW)

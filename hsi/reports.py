@@ -7,39 +7,13 @@ quoted without the conditions that produced it.
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import hsi
 from hsi.data.writers import atomic_output
-
-
-def _git_hash() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance() -> dict[str, str | None]:
-    """Which code made a report (hsi's version, its git commit, Python's version), so a
-    number in a benchmark table can be traced to the code that measured it."""
-    return {
-        "hsi_version": hsi.__version__,
-        "git": _git_hash(),
-        "python": platform.python_version(),
-    }
+from hsi.provenance import provenance
 
 
 def class_colors(n: int) -> np.ndarray:

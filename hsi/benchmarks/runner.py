@@ -863,13 +863,13 @@ def render_markdown(
 ) -> str:
     """The benchmark tables (one per task present) with their sources, as markdown."""
     import hsi
-    from hsi.reports import _git_hash
+    from hsi.provenance import git_commit
 
     context = dict(context or {})
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# {title}", ""]
     lines.append(
-        f"Written {now} by hsi {hsi.__version__} (git {_git_hash() or 'unknown'})"
+        f"Written {now} by hsi {hsi.__version__} (git {git_commit() or 'unknown'})"
         + "".join(f"; {k}: {v}" for k, v in context.items())
         + ". Wall: per seed (≈: summed train epochs + test, not measured end to end)."
     )

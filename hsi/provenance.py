@@ -1,0 +1,57 @@
+"""Which code produced a number: hsi's version and the git commit it runs from.
+
+Kept apart from :mod:`hsi.reports` so the command line can ask for the commit at start
+without importing numpy and the data layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+
+import hsi
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the hsi checkout this process runs, ``+dirty`` when tracked files differ
+    from it; None outside a git checkout.
+
+    Asked once per process (``hsi`` asks at start), so a report written hours into a run
+    names the code that was loaded, not a commit made meanwhile; ``+dirty`` says when that
+    code was not a commit at all.
+    """
+    return commit_of(Path(__file__).parent)
+
+
+def commit_of(directory: Path) -> str | None:
+    """Short hash of the commit checked out at ``directory`` (``+dirty`` with uncommitted
+    changes to tracked files), or None when it is not in a git checkout or git is absent."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=directory,
+        ).stdout.strip()
+        if not head:
+            return None
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD"], capture_output=True, timeout=5, cwd=directory
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty.returncode == 1 else head
+
+
+def provenance() -> dict[str, str | None]:
+    """Which code made a report (hsi's version, its git commit, Python's version), so a
+    number in a benchmark table can be traced to the code that measured it."""
+    return {
+        "hsi_version": hsi.__version__,
+        "git": git_commit(),
+        "python": platform.python_version(),
+    }
