@@ -460,6 +460,28 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     assert runner.suite_progress(load_suites(suites)["toy"], out)[0].state == "not started"
 
 
+def test_the_table_is_rewritten_as_each_run_lands(tmp_path: Path, monkeypatch, capsys) -> None:
+    suites = _toy_suite(tmp_path)
+    out = tmp_path / "out"
+    calls: list[list[str]] = []
+    finish = _fake_fit(calls)
+    seen: list[str] = []
+
+    def fit(args: list[str]) -> int:
+        if "--seed_everything=1" in args:  # while seed 1 trains, seed 0 is already tabled
+            seen.append((out / "benchmark.md").read_text())
+        return finish(args)
+
+    monkeypatch.setattr(runner, "_fit", fit)
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main(argv) == 0
+    assert len(seen) == 1 and "| toy_run |" in seen[0] and "| 1 | 90.00 |" in seen[0]
+    assert "- toy_run seed 1: not started" in seen[0]
+    assert capsys.readouterr().out.count("table updated:") == 2
+    final = (out / "benchmark.md").read_text()
+    assert "| 2 | 90.50 ± 0.71 |" in final and "Still to run" not in final
+
+
 def test_unpinned_claims_listed_are_those_of_the_tables_models(tmp_path: Path) -> None:
     rows = aggregate([load_report(write_report(tmp_path / "r", oa=90.0, seed=0))])
     runner.write_results(rows, tmp_path / "a")

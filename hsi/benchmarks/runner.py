@@ -257,12 +257,16 @@ def run_suite(
     fit: FitFn | None = None,
     dry_run: bool = False,
     echo: Callable[[str], None] = _say,
+    on_finished: Callable[[list[RunOutcome]], None] | None = None,
 ) -> list[RunOutcome]:
     """Train every (run, seed) of the suite that has no report yet; one line of progress each.
 
     ``fit`` takes the ``hsi fit`` argument list and returns an exit code (default: train in
     this process). A finished run (its ``test_report.json`` exists) is skipped; a run whose
     dataset is not found is reported and skipped; a failing run does not stop the others.
+    ``on_finished`` is called with the outcomes so far after every run that trained (done
+    or failed): ``hsi benchmark`` rewrites its table there, so a suite of many hours shows
+    each result as it lands, not only at the end.
     """
     from hsi.callbacks import ResumeCheckpoint  # imports Lightning: only when a suite runs
 
@@ -313,14 +317,21 @@ def run_suite(
             head = f"[{i}/{len(jobs)}] {run.name} seed {seed}"
             try:
                 outcomes.append(one(run, seed, head))
+                if on_finished is not None and outcomes[-1].status in ("done", "failed"):
+                    on_finished(list(outcomes))
             except SuiteStopped as stopped:
                 name = signal.Signals(stopped.signum).name
                 done = sum(o.status in ("done", "skipped") for o in outcomes)
-                echo(
-                    f"{head}: stopped by {name}; {done} finished run(s) kept, and this one goes "
-                    "on from its last finished epoch: run the same command to continue"
-                )
                 target = run_dir(out, run, seed)
+                this = (
+                    "this one had finished"  # the signal came while its table was written
+                    if _finished_report(target) is not None
+                    else "this one goes on from its last finished epoch"
+                )
+                echo(
+                    f"{head}: stopped by {name}; {done} finished run(s) kept, and {this}: run "
+                    "the same command to continue"
+                )
                 outcomes.append(RunOutcome(run.name, seed, target, "stopped", name))
                 break
     return outcomes
@@ -1159,6 +1170,34 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             raise ConfigError(f"unknown suite {name!r}; suites: {', '.join(sorted(suites))}")
         suite = suites[name]
         print(f"suite {suite.name}: {suite.description}")
+        context = {"suite": suite.name}
+        if args.max_epochs is not None:
+            context["max_epochs"] = args.max_epochs
+
+        def tabulate(outcomes: list[RunOutcome]) -> tuple[list[Row], list[PendingRun], list[Path]]:
+            """The suite's table as it stands: every finished run, and what is still missing."""
+            rows = collect_suite(suite, args.out, published)
+            pending = suite_progress(
+                suite, args.out, seeds=args.seeds, max_epochs=args.max_epochs, outcomes=outcomes
+            )
+            paths = write_results(
+                rows,
+                args.out,
+                title=f"hsi benchmark: {suite.name}",
+                context=context,
+                pending=pending,
+                models=filter(None, (run_model(r) for r in suite.runs)),
+            )
+            return rows, pending, paths
+
+        def refresh(outcomes: list[RunOutcome]) -> None:
+            try:
+                _, _, paths = tabulate(outcomes)
+            except (HsiError, OSError) as exc:  # the suite goes on; the final table retries
+                print(f"table not updated: {exc}", file=sys.stderr)
+            else:
+                _say(f"table updated: {paths[0]}")
+
         outcomes = run_suite(
             _only_runs(suite, args.runs),
             args.out,
@@ -1167,36 +1206,23 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             root=args.root,
             fit=fit,
             dry_run=args.dry_run,
+            on_finished=refresh,
         )
         if args.dry_run:
             return 0
         missing = [o for o in outcomes if o.status == "missing data"]
-        failed = [o for o in outcomes if o.status == "failed"]
-        pending = suite_progress(
-            suite, args.out, seeds=args.seeds, max_epochs=args.max_epochs, outcomes=outcomes
-        )
-        stopped = [o for o in outcomes if o.status == "stopped"]
-        rows = collect_suite(suite, args.out, published)
-        if not rows and missing and len(missing) == len(outcomes):
+        if missing and len(missing) == len(outcomes) and not collect_suite(suite, args.out):
             names = sorted({m.message for m in missing})
             raise DataError("no run could start: " + " | ".join(names))
-        context = {"suite": suite.name}
-        if args.max_epochs is not None:
-            context["max_epochs"] = args.max_epochs
-        paths = write_results(
-            rows,
-            args.out,
-            title=f"hsi benchmark: {suite.name}",
-            context=context,
-            pending=pending,
-            models=filter(None, (run_model(r) for r in suite.runs)),
-        )
+        rows, pending, paths = tabulate(outcomes)
         _print_summary(rows, paths, pending)
-        for o in failed:
-            print(f"failed: {o.run} seed {o.seed}: {o.message}", file=sys.stderr)
+        for o in outcomes:
+            if o.status == "failed":
+                print(f"failed: {o.run} seed {o.seed}: {o.message}", file=sys.stderr)
+        stopped = [o for o in outcomes if o.status == "stopped"]
         if stopped:  # the shell's convention for a death by signal: 128 + its number
             return 128 + int(signal.Signals[stopped[0].message])
-        return 1 if failed else 0
+        return 1 if any(o.status == "failed" for o in outcomes) else 0
     except HsiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
