@@ -20,6 +20,7 @@ from hsi.benchmarks import (
     load_published,
     load_suites,
     runner,
+    running,
     unresolved_claims,
 )
 from hsi.benchmarks.runner import (
@@ -266,7 +267,7 @@ def test_suite_is_resumable(tmp_path: Path, monkeypatch, capsys) -> None:
     # seed 0 finished earlier: only seed 1 trains
     write_report(run_dir(out, suite.runs[0], 0), oa=95.0, seed=0)
     calls: list[list[str]] = []
-    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls))
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
     assert main(argv) == 0
     assert len(calls) == 1 and "--seed_everything=1" in calls[0]
@@ -308,7 +309,7 @@ def test_killed_run_is_resumed_and_its_wall_time_falls_back_to_epochs(
         (resume / "last.ckpt").unlink(missing_ok=True)  # hsi fit removes it when done
         return code
 
-    monkeypatch.setattr(runner, "_fit", killed_then_finished)
+    monkeypatch.setattr(running, "_fit", killed_then_finished)
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
     argv += ["--seeds", "0"]
     assert main(argv) == 1
@@ -337,7 +338,7 @@ def test_a_signal_stops_the_whole_suite(tmp_path: Path, monkeypatch, capsys, sig
             raise AssertionError("the signal must stop the run at once")
         return finish(args)
 
-    monkeypatch.setattr(runner, "_fit", killed_during_seed_1)
+    monkeypatch.setattr(running, "_fit", killed_during_seed_1)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     out = tmp_path / "out"
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
@@ -353,7 +354,7 @@ def test_a_signal_stops_the_whole_suite(tmp_path: Path, monkeypatch, capsys, sig
 def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:
     suites = _toy_suite(tmp_path)
     calls: list[list[str]] = []
-    monkeypatch.setattr(runner, "_fit", _fake_fit(calls, fail_seeds=(0,)))
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls, fail_seeds=(0,)))
     out = tmp_path / "out"
     code = main(["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)])
     assert code == 1 and len(calls) == 2
@@ -364,7 +365,7 @@ def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys)
 def test_missing_dataset_is_named_and_nothing_trains(tmp_path: Path, monkeypatch, capsys) -> None:
     suites = _toy_suite(tmp_path, dataset="indian_pines")
     calls: list[list[str]] = []
-    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls))
     empty = tmp_path / "no_data"
     empty.mkdir()
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--root", str(empty)]
@@ -412,7 +413,7 @@ def test_runs_option_trains_only_the_named_runs_and_tables_the_whole_suite(
     suite = load_suites(suites)["toy"]
     write_report(run_dir(out, suite.runs[0], 0), oa=95.0, seed=0)  # toy_run, trained earlier
     calls: list[list[str]] = []
-    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls))
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
     assert main([*argv, "--runs", "toy_other", "--seeds", "1"]) == 0
     assert len(calls) == 1 and str(out / "toy_other") in " ".join(calls[0])
@@ -443,7 +444,7 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     resume.mkdir(parents=True)
     torch.save({"epoch": 2, "hsi_epoch_seconds": [30.0, 10.0, 12.0]}, resume / "last.ckpt")
     calls: list[list[str]] = []
-    monkeypatch.setattr(runner, "_fit", _fake_fit(calls, fail_seeds=(2,)))
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls, fail_seeds=(2,)))
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
     assert main([*argv, "--seeds", "2"]) == 1  # seed 2 fails
     md = (out / "benchmark.md").read_text()
@@ -472,7 +473,7 @@ def test_the_table_is_rewritten_as_each_run_lands(tmp_path: Path, monkeypatch, c
             seen.append((out / "benchmark.md").read_text())
         return finish(args)
 
-    monkeypatch.setattr(runner, "_fit", fit)
+    monkeypatch.setattr(running, "_fit", fit)
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
     assert main(argv) == 0
     assert len(seen) == 1 and "| toy_run |" in seen[0] and "| 1 | 90.00 |" in seen[0]
@@ -628,7 +629,7 @@ def test_a_suite_run_that_wrote_a_restoration_report_counts_as_done(
     suite = load_suites(suites)["toy"]
     write_restoration_report(run_dir(out, suite.runs[0], 0), psnr=38.5)
     calls: list[list[str]] = []
-    monkeypatch.setattr(runner, "_fit", _fake_fit(calls))
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls))
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
     assert main([*argv, "--seeds", "0"]) == 0
     assert calls == []

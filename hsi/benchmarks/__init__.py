@@ -2,8 +2,10 @@
 
 ``published.yaml`` holds what each paper reports (OA/AA/kappa per model × dataset ×
 protocol, with the table it comes from and the citation); ``suites.yaml`` lists runs of
-``hsi fit`` to compare with them; :mod:`hsi.benchmarks.runner` runs a suite (resumable) or
-collects existing ``test_report.json`` files, and writes the comparison table and chart.
+``hsi fit`` to compare with them; :mod:`hsi.benchmarks.runner` (``hsi benchmark``) runs a
+suite (resumable, :mod:`~hsi.benchmarks.running`) or collects existing task reports
+(:mod:`~hsi.benchmarks.records`), and writes the comparison table
+(:mod:`~hsi.benchmarks.tables`) and chart (:mod:`~hsi.benchmarks.chart`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,464 @@
+"""Running a benchmark suite: one ``hsi fit`` per (run, seed) into ``<out>/<run>/seed<N>/``.
+
+A run whose task report exists is not trained again; an interrupted run continues from its
+last finished epoch (``hsi fit --resume_dir``); Ctrl-C or SIGTERM stops the whole suite at
+once. :func:`suite_progress` says which (run, seed) are still missing and how far each got,
+so the table of a suite run in pieces names its missing rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from hsi.benchmarks import (
+    Suite,
+    SuiteRun,
+)
+from hsi.benchmarks.records import (
+    REPORT_NAMES,
+    SIDECAR_NAME,
+    TASK_TABLES,
+    load_reports,
+)
+from hsi.errors import ConfigError, DataError
+
+RESUME_DIR = "resume"  # hsi fit --resume_dir: an interrupted run continues from its last epoch
+DEFAULT_OUT = "benchmarks/results"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FitFn = Callable[[list[str]], int]
+
+
+# --------------------------------------------------------------------------------------------
+# Running a suite
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_config(config: str | Path) -> Path:
+    """A suite's config path: absolute, else relative to the current directory, else to the
+    repository root (where ``configs/`` lives)."""
+    path = Path(config).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"benchmark config {config} not found (looked at {tried})")
+
+
+def run_dir(out: str | Path, run: SuiteRun, seed: int) -> Path:
+    """Where one (run, seed) writes its log, checkpoints and report."""
+    return Path(out) / run.name / f"seed{seed}"
+
+
+def fit_args(
+    run: SuiteRun,
+    seed: int,
+    out: str | Path,
+    *,
+    max_epochs: int | None = None,
+    root: str | None = None,
+    progress_bar: bool = False,
+) -> list[str]:
+    """The ``hsi fit`` arguments of one (run, seed): the config, the run's overrides, then the
+    seed, the run directory and the command-line settings (later arguments win)."""
+    target = run_dir(out, run, seed).resolve()
+    # CSVLogger's log dir is save_dir/name/version: exactly the run directory
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {
+            "save_dir": str(target.parent.parent),
+            "name": run.name,
+            "version": target.name,
+        },
+    }
+    args = ["fit", "--config", str(resolve_config(run.config)), *run.overrides]
+    args += [
+        f"--seed_everything={seed}",
+        f"--data.init_args.seed={seed}",
+        f"--trainer.logger={json.dumps(logger)}",
+        f"--trainer.default_root_dir={target}",
+        f"--model.init_args.report_dir={target}",
+        f"--resume_dir={target / RESUME_DIR}",
+        f"--trainer.enable_progress_bar={str(progress_bar).lower()}",
+    ]
+    if max_epochs is not None:
+        args.append(f"--trainer.max_epochs={max_epochs}")
+    if root is not None:
+        args.append(f"--data.init_args.root={root}")
+    return args
+
+
+def _fit(args: list[str]) -> int:
+    """Train and test one run in this process (``hsi fit``); the exit code."""
+    from hsi.cli import main
+
+    try:
+        return int(main(args) or 0)
+    except SystemExit as exc:  # jsonargparse reports bad arguments by exiting
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def _override_value(args: Sequence[str], key: str) -> str | None:
+    """The last value given to ``--key`` (``--key=v`` or ``--key v``) in args, if any."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{key}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{key}" and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def missing_data(run: SuiteRun, root: str | None = None) -> str | None:
+    """Why the run's dataset cannot be found under the data root, or None when it can."""
+    from hsi.data.registry import locate_files
+
+    config = yaml.safe_load(resolve_config(run.config).read_text()) or {}
+    data = ((config.get("data") or {}).get("init_args")) or {}
+    dataset = _override_value(run.overrides, "data.init_args.dataset") or data.get("dataset")
+    if dataset in (None, "null", "None"):
+        return None  # a custom scene: its files are checked when it is loaded
+    root = root or _override_value(run.overrides, "data.init_args.root") or data.get("root")
+    try:
+        locate_files(dataset, root)
+    except (DataError, ConfigError) as exc:
+        return str(exc)
+    return None
+
+
+class SuiteStopped(BaseException):
+    """A termination signal (Ctrl-C, ``timeout``'s SIGTERM) arrived during a suite.
+
+    A BaseException, like KeyboardInterrupt, so that neither the suite's per-run error
+    handling nor Lightning's takes it for a failed run: the suite stops at once, keeps
+    finished runs and the interrupted run's resume checkpoint, and exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`SuiteStopped` while a suite runs.
+
+    Why: Lightning answers Ctrl-C with ``sys.exit(1)`` and then ignores SIGINT for the rest of
+    the process, and answers SIGTERM by stopping the fit with a SystemExit; the suite would
+    count either as one failed run and go on to the next, so ``timeout`` could not stop it
+    and Ctrl-C would not either. Lightning chains the SIGTERM handler it finds (this one).
+    Only the main thread can set handlers; elsewhere the suite runs without them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SuiteStopped(signum)
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class RunOutcome:
+    run: str
+    seed: int
+    directory: Path
+    status: str  # "done", "skipped", "missing data", "failed", "stopped"
+    message: str = ""
+    seconds: float | None = None
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _say(line: str) -> None:
+    """A progress line, flushed at once: suites run for hours with output sent to a log."""
+    print(line, flush=True)
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    max_epochs: int | None = None,
+    root: str | None = None,
+    fit: FitFn | None = None,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = _say,
+    on_finished: Callable[[list[RunOutcome]], None] | None = None,
+) -> list[RunOutcome]:
+    """Train every (run, seed) of the suite that has no report yet; one line of progress each.
+
+    ``fit`` takes the ``hsi fit`` argument list and returns an exit code (default: train in
+    this process). A finished run (its ``test_report.json`` exists) is skipped; a run whose
+    dataset is not found is reported and skipped; a failing run does not stop the others.
+    ``on_finished`` is called with the outcomes so far after every run that trained (done
+    or failed): ``hsi benchmark`` rewrites its table there, so a suite of many hours shows
+    each result as it lands, not only at the end.
+    """
+    from hsi.callbacks import ResumeCheckpoint  # imports Lightning: only when a suite runs
+
+    fit = fit or _fit
+    jobs = [(run, seed) for run in suite.runs for seed in (seeds or run.seeds)]
+    missing: dict[str, str | None] = {}
+
+    def one(run: SuiteRun, seed: int, head: str) -> RunOutcome:
+        target = run_dir(out, run, seed)
+        report = _finished_report(target)
+        if report is not None:
+            note = _resume_note(target, max_epochs)
+            echo(f"{head}: already done{_headline(report)}, skipped{note} ({target})")
+            return RunOutcome(run.name, seed, target, "skipped")
+        if run.name not in missing:
+            missing[run.name] = missing_data(run, root)
+        if missing[run.name]:
+            echo(f"{head}: dataset missing, skipped: {missing[run.name]}")
+            return RunOutcome(run.name, seed, target, "missing data", missing[run.name])
+        args = fit_args(run, seed, out, max_epochs=max_epochs, root=root)
+        if dry_run:
+            echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
+            return RunOutcome(run.name, seed, target, "dry run")
+        resumed = ResumeCheckpoint(target / RESUME_DIR).path.is_file()
+        echo(f"{head}: {'resuming an interrupted run' if resumed else 'training'} -> {target}")
+        start = time.perf_counter()
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        try:
+            code = fit(args)
+            error = "" if code == 0 else f"hsi fit exited with code {code}"
+        except Exception as exc:  # one broken run must not lose the others' results
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - start
+        report = _finished_report(target)
+        if not error and report is None:
+            error = f"hsi fit finished but wrote no {' / '.join(REPORT_NAMES)} in {target}"
+        if error:
+            echo(f"{head}: FAILED after {format_seconds(seconds)}: {error}")
+            return RunOutcome(run.name, seed, target, "failed", error, seconds)
+        _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs, resumed)
+        echo(f"{head}: done in {format_seconds(seconds)}{_headline(report)}")
+        return RunOutcome(run.name, seed, target, "done", seconds=seconds)
+
+    outcomes: list[RunOutcome] = []
+    with _stop_on_signals():
+        for i, (run, seed) in enumerate(jobs, 1):
+            head = f"[{i}/{len(jobs)}] {run.name} seed {seed}"
+            try:
+                outcomes.append(one(run, seed, head))
+                if on_finished is not None and outcomes[-1].status in ("done", "failed"):
+                    on_finished(list(outcomes))
+            except SuiteStopped as stopped:
+                name = signal.Signals(stopped.signum).name
+                done = sum(o.status in ("done", "skipped") for o in outcomes)
+                target = run_dir(out, run, seed)
+                this = (
+                    "this one had finished"  # the signal came while its table was written
+                    if _finished_report(target) is not None
+                    else "this one goes on from its last finished epoch"
+                )
+                echo(
+                    f"{head}: stopped by {name}; {done} finished run(s) kept, and {this}: run "
+                    "the same command to continue"
+                )
+                outcomes.append(RunOutcome(run.name, seed, target, "stopped", name))
+                break
+    return outcomes
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A (run, seed) of a suite with no finished report, and how far it got."""
+
+    run: str
+    seed: int
+    state: str  # "in progress", "not started", "failed", "dataset not found"
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.run} seed {self.seed}: {self.state}" + (
+            f" ({self.detail})" if self.detail else ""
+        )
+
+
+def _config_value(run: SuiteRun, dotted: str) -> Any:
+    """A setting of a run as its config file and overrides give it (overrides win)."""
+    value = _override_value(run.overrides, dotted)
+    if value is not None:
+        return yaml.safe_load(value)
+    node: Any = yaml.safe_load(resolve_config(run.config).read_text()) or {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def run_model(run: SuiteRun) -> str | None:
+    """The registry model a suite run trains (``model.init_args.model`` of its config)."""
+    try:
+        model = _config_value(run, "model.init_args.model")
+    except (OSError, ConfigError, yaml.YAMLError):
+        return None
+    return None if model is None else str(model).lower()
+
+
+def _epochs_done(resume: Path) -> tuple[int, list[float]] | None:
+    """Finished epochs and their measured seconds, from a resume checkpoint (memory-mapped:
+    a 2 GB file costs a few reads), or None when there is no readable one."""
+    if not resume.is_file():
+        return None
+    import torch
+
+    try:
+        ckpt = torch.load(resume, map_location="cpu", weights_only=True, mmap=True)
+        seconds = [float(s) for s in ckpt.get("hsi_epoch_seconds") or []]
+        # Lightning saves the index of the epoch that just finished
+        return int(ckpt["epoch"]) + 1, seconds
+    except Exception:  # noqa: BLE001 - a half-written or foreign file: the run says so itself
+        return None
+
+
+def suite_progress(
+    suite: Suite,
+    out: str | Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    max_epochs: int | None = None,
+    outcomes: Sequence[RunOutcome] = (),
+) -> list[PendingRun]:
+    """Every (run, seed) of the suite (its seeds and ``seeds``) that has no finished report,
+    in the suite's order.
+
+    Why: a full suite is many CPU-hours run in pieces; its table must say which rows are
+    still missing and how far each got, not just show the finished ones. ``outcomes`` (of
+    the call that just ran) turn a failure or a missing dataset into that row's state.
+    """
+    said = {(o.run, o.seed): o for o in outcomes}
+    pending = []
+    for run in suite.runs:
+        try:
+            planned = max_epochs or _config_value(run, "trainer.max_epochs")
+        except (OSError, ConfigError, yaml.YAMLError):
+            planned = None
+        for seed in sorted(set(run.seeds) | set(seeds or ())):
+            target = run_dir(out, run, seed)
+            if _finished_report(target) is not None:
+                continue
+            outcome = said.get((run.name, seed))
+            if outcome is not None and outcome.status == "failed":
+                pending.append(PendingRun(run.name, seed, "failed", outcome.message))
+                continue
+            if outcome is not None and outcome.status == "missing data":
+                pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
+                continue
+            done = _epochs_done(target / RESUME_DIR / "last.ckpt")
+            if done is None:
+                pending.append(PendingRun(run.name, seed, "not started"))
+                continue
+            epochs, seconds = done
+            of = f" of {planned}" if planned else ""
+            detail = f"{epochs}{of} epochs finished, resumable"
+            if seconds:
+                detail += f"; median {float(np.median(seconds)):.0f} s per epoch"
+            pending.append(PendingRun(run.name, seed, "in progress", detail))
+    return pending
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in " {}\"'") else arg
+
+
+def _finished_report(target: Path) -> Path | None:
+    """The task report a finished run left in its folder, if any."""
+    for name in REPORT_NAMES:
+        if (target / name).is_file():
+            return target / name
+    return None
+
+
+def _headline(report: Path | None) -> str:
+    """`` (OA 95.20)``, `` (PSNR 36.99)``...: the report's headline metric, for progress lines."""
+    try:
+        rec = load_reports(report)[0]
+        table = TASK_TABLES[rec.task]
+        value = rec.metrics[table.headline]
+    except (DataError, KeyError, IndexError, TypeError):
+        return ""
+    return f" ({table.labels[table.headline]} {table.fmt(table.headline, value)})"
+
+
+def _resume_note(target: Path, max_epochs: int | None) -> str:
+    """A warning when a finished run was made with another --max-epochs than asked now."""
+    try:
+        earlier = json.loads((target / SIDECAR_NAME).read_text()).get("max_epochs")
+    except (OSError, ValueError):
+        return ""
+    if earlier == max_epochs:
+        return ""
+
+    def say(value: int | None) -> str:
+        return "the suite's max_epochs" if value is None else f"--max-epochs {value}"
+
+    return f" [made with {say(earlier)}, not {say(max_epochs)}; delete its folder to redo it]"
+
+
+def _write_sidecar(
+    target: Path,
+    suite: Suite,
+    run: SuiteRun,
+    seed: int,
+    args: list[str],
+    seconds: float,
+    started: str,
+    max_epochs: int | None,
+    resumed: bool = False,
+) -> None:
+    """Record how the run was made. A resumed run's wall time is not known (the killed
+    segments went unmeasured), so it is left out and the table falls back to the summed epoch
+    times the report carries across segments (marked ≈)."""
+    from hsi.data.writers import atomic_output
+
+    record = {
+        "suite": suite.name,
+        "run": run.name,
+        "seed": seed,
+        "config": run.config,
+        "overrides": list(run.overrides),
+        "max_epochs": max_epochs,
+        "published": run.published,
+        "args": args,
+        "wall_seconds": None if resumed else seconds,
+        "resumed": resumed,
+        "last_segment_seconds": seconds,
+        "started": started,
+    }
+    with atomic_output(target / SIDECAR_NAME, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
