@@ -51,6 +51,9 @@ def write_report(
     dataset: str = "indian_pines",
     epochs: int = 3,
     patch_size: int = 25,
+    parameters: int | None = 5_122_176,
+    trainable: int | None = None,
+    epoch_seconds: list[float] | None = None,
 ) -> Path:
     """A test report with the layout hsi.reports.write_classification_report writes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,9 @@ def write_report(
         "model": model,
         "epochs_run": epochs,
         "metrics": {"OA": oa, "AA": aa, "kappa": kappa},
-        "timings": {"test_seconds": 1.0, "train_epoch_seconds": [2.0] * epochs},
+        "timings": {"test_seconds": 1.0, "train_epoch_seconds": epoch_seconds or [2.0] * epochs},
+        "parameters": parameters,
+        "task": {"model": model, "parameters": parameters, "trainable_parameters": trainable},
         "data": {
             "dataset": dataset,
             "split": {"protocol": protocol, "seed": seed, "params": {"train": train, "val": 0.1}},
@@ -481,6 +486,34 @@ def test_the_table_is_rewritten_as_each_run_lands(tmp_path: Path, monkeypatch, c
     assert capsys.readouterr().out.count("table updated:") == 2
     final = (out / "benchmark.md").read_text()
     assert "| 2 | 90.50 ± 0.71 |" in final and "Still to run" not in final
+
+
+def test_rows_give_parameters_trainable_and_median_epoch_time(tmp_path: Path) -> None:
+    # a LoRA fine-tune: most weights frozen; one slow epoch (a loaded machine) is not the norm
+    lora = [
+        write_report(
+            tmp_path / "lora" / f"version_{seed}",
+            oa=80.0 + seed,
+            seed=seed,
+            model="lola_specvit",
+            parameters=183_199_916,
+            trainable=2_150_672,
+            epoch_seconds=[150.0, 160.0 + seed, 900.0],
+        )
+        for seed in (0, 1)
+    ]
+    full = write_report(tmp_path / "full" / "version_0", oa=90.0, parameters=67_064, trainable=67_064)
+    rows = aggregate([load_report(p) for p in [*lora, full]])
+    by_model = {r.model: r for r in rows}
+    row = by_model["lola_specvit"]
+    assert row.parameters == [183_199_916] and row.trainable_parameters == [2_150_672]
+    assert row.epoch_seconds == pytest.approx(160.5)  # median of the seeds' medians 160, 161
+    md = render_markdown(rows)
+    header = next(line for line in md.splitlines() if line.startswith("| run |"))
+    assert "| parameters | epochs | s / epoch | wall |" in header
+    assert "| 183,199,916 (2,150,672 trainable) | 3 | 160 |" in md  # 160.5 rounds to even
+    assert "| 67,064 | 3 | 2.0 |" in md  # all trainable: the count alone
+    assert by_model["hybridsn"].to_dict()["trainable_parameters"] == [67_064]
 
 
 def test_unpinned_claims_listed_are_those_of_the_tables_models(tmp_path: Path) -> None:

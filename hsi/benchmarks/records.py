@@ -158,6 +158,9 @@ class ReportRecord:
     task: str = "classification"
     setup: str | None = None  # restoration/detection: the setup in words
     reference: dict[str, float] = field(default_factory=dict)  # restoration: no-model baseline
+    parameters: int | None = None
+    trainable_parameters: int | None = None  # fewer than parameters with LoRA fine-tuning
+    epoch_seconds: float | None = None  # median training epoch
 
     @property
     def experiment(self) -> str:
@@ -233,6 +236,19 @@ def _wall(
     return None, False
 
 
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _median(seconds: Any) -> float | None:
+    """The median training epoch: robust to an epoch slowed by other jobs or a restart."""
+    values = sorted(float(s) for s in seconds or () if isinstance(s, (int, float)))
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def _floats(values: dict[str, Any] | None, names: dict[str, str]) -> dict[str, float]:
     """The numeric entries of ``values`` renamed by ``names`` (report name → table name)."""
     out = {}
@@ -258,6 +274,7 @@ def _classification(
     )
     train = params.get("train")
     leaky = report.get("leaky", data.get("leaky"))
+    task = report.get("task") or {}
     return [
         ReportRecord(
             path=path,
@@ -277,6 +294,9 @@ def _classification(
             wall_measured=measured,
             hsi_version=report.get("hsi_version"),
             git=report.get("git"),
+            parameters=_count(report.get("parameters", task.get("parameters"))),
+            trainable_parameters=_count(task.get("trainable_parameters")),
+            epoch_seconds=_median(timings.get("train_epoch_seconds")),
         )
     ]
 
@@ -342,6 +362,9 @@ def _restoration(path: Path, report: dict[str, Any], sidecar: dict[str, Any]) ->
                 task="restoration",
                 setup=_restoration_setup(data, report.get("task")),
                 reference=_floats((case.get("reference") or {}).get("metrics"), _RESTORATION_NAMES),
+                parameters=_count(model.get("parameters")),
+                trainable_parameters=_count(model.get("trainable_parameters")),
+                epoch_seconds=_median(timings.get("train_epoch_seconds")),
             )
         )
     if not records:
@@ -394,6 +417,9 @@ def _detection(path: Path, report: dict[str, Any], sidecar: dict[str, Any]) -> l
             git=report.get("git"),
             task="detection",
             setup=setup,
+            parameters=_count(report.get("parameters")),
+            trainable_parameters=_count(report.get("trainable_parameters")),
+            epoch_seconds=_median(epoch_seconds),
         )
     ]
 

@@ -73,6 +73,9 @@ class Row:
     task: str = "classification"
     setup: str | None = None  # restoration/detection: the setup in words
     reference: dict[str, MetricStats] = field(default_factory=dict)  # no-model baseline
+    parameters: list[int] = field(default_factory=list)  # distinct counts over the seeds
+    trainable_parameters: list[int] = field(default_factory=list)
+    epoch_seconds: float | None = None  # median over seeds of each seed's median epoch
 
     @property
     def table(self) -> TaskTable:
@@ -140,6 +143,9 @@ class Row:
             "gap": self.gap,
             "same_protocol": self.same_protocol,
             "epochs": self.epochs,
+            "parameters": self.parameters,
+            "trainable_parameters": self.trainable_parameters,
+            "epoch_seconds": self.epoch_seconds,
             "wall_seconds": self.wall_seconds,
             "wall_measured": self.wall_measured,
             "hsi_versions": self.hsi_versions,
@@ -207,6 +213,7 @@ def aggregate(
         if entry is None:
             entry = match_published(first, published)
         walls = [r.wall_seconds for r in kept if r.wall_seconds is not None]
+        epoch_times = [r.epoch_seconds for r in kept if r.epoch_seconds is not None]
         label = first.run or ", ".join(dict.fromkeys(r.experiment for r in kept))
         table = TASK_TABLES[first.task]
         stats = {
@@ -244,6 +251,11 @@ def aggregate(
                 task=first.task,
                 setup=first.setup,
                 reference=reference,
+                parameters=sorted({r.parameters for r in kept if r.parameters is not None}),
+                trainable_parameters=sorted(
+                    {r.trainable_parameters for r in kept if r.trainable_parameters is not None}
+                ),
+                epoch_seconds=float(np.median(epoch_times)) if epoch_times else None,
             )
         )
     order = list(TASK_TABLES)
@@ -348,11 +360,26 @@ def _task_header(table: TaskTable) -> list[str]:
         *extra,
         f"published {published}",
         f"gap {table.labels[table.headline]}",
+        "parameters",
         "epochs",
+        "s / epoch",
         "wall",
         "hsi",
         "git",
     ]
+
+
+def _parameters_cell(row: Row) -> str:
+    """``67,064``, or ``183,199,916 (2,150,672 trainable)`` when not all of them train."""
+    total = ", ".join(f"{n:,}" for n in row.parameters) or "—"
+    frozen = [n for n in row.trainable_parameters if n not in row.parameters]
+    if frozen:
+        total += f" ({', '.join(f'{n:,}' for n in row.trainable_parameters)} trainable)"
+    return total
+
+
+def _epoch_seconds(seconds: float) -> str:
+    return f"{seconds:.1f}" if seconds < 100 else f"{seconds:.0f}"
 
 
 def _task_cells(row: Row, ref: int | None) -> list[str]:
@@ -380,7 +407,9 @@ def _task_cells(row: Row, ref: int | None) -> list[str]:
         *extra,
         _published_cell(row.published, ref, table),
         _gap_cell(row),
+        _parameters_cell(row),
         ", ".join(str(e) for e in row.epochs) or "—",
+        "—" if row.epoch_seconds is None else _epoch_seconds(row.epoch_seconds),
         wall,
         ", ".join(row.hsi_versions) or "—",
         ", ".join(row.gits) or "—",

@@ -276,6 +276,9 @@ class DetectionTask(EpochTimer, L.LightningModule):
             "model": self.hparams.model,
             "hparams": {k: v for k, v in dict(self.hparams).items()},
             "parameters": sum(p.numel() for p in self.net.parameters()),
+            "trainable_parameters": sum(
+                p.numel() for p in self.net.parameters() if p.requires_grad
+            ),
             "data": self.data_description,
             "train_epoch_seconds": self.epoch_seconds or None,
         }

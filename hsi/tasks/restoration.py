@@ -373,10 +373,14 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
 
     def describe(self) -> dict[str, Any]:
         n_params = sum(p.numel() for p in self.net.parameters()) if self.net else None
+        n_train = (
+            sum(p.numel() for p in self.net.parameters() if p.requires_grad) if self.net else None
+        )
         return {
             "model": self.hparams.model,
             "hparams": dict(self.hparams),
             "parameters": n_params,
+            "trainable_parameters": n_train,
             "epochs_run": len(self.epoch_seconds) or None,
             "checkpoint_epoch": self.checkpoint_epoch,
         }
