@@ -24,10 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hsi.benchmarks import (
-    Suite,
-    SuiteRun,
-)
+from hsi.benchmarks import Suite, SuiteRun
 from hsi.benchmarks.records import (
     REPORT_NAMES,
     SIDECAR_NAME,
@@ -41,11 +38,6 @@ DEFAULT_OUT = "benchmarks/results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FitFn = Callable[[list[str]], int]
-
-
-# --------------------------------------------------------------------------------------------
-# Running a suite
-# --------------------------------------------------------------------------------------------
 
 
 def resolve_config(config: str | Path) -> Path:
