@@ -454,7 +454,10 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     assert main([*argv, "--seeds", "2"]) == 1  # seed 2 fails
     md = (out / "benchmark.md").read_text()
     assert "Still to run (2 run × seed, not in the table):" in md
-    assert "- toy_run seed 1: in progress (3 of 5 epochs finished, resumable; median 12 s" in md
+    assert (
+        "- toy_run seed 1: in progress (3 of 5 epochs finished, resumable; median 12 s per "
+        "epoch, about 24 s of training left at that pace)" in md
+    )
     assert "- toy_run seed 2: failed (hsi fit exited with code 2)" in md
     assert "toy_run seed 0" not in md.split("Still to run")[1].split("Reports:")[0]
     pending = json.loads((out / "benchmark.json").read_text())["pending"]
@@ -502,7 +505,9 @@ def test_rows_give_parameters_trainable_and_median_epoch_time(tmp_path: Path) ->
         )
         for seed in (0, 1)
     ]
-    full = write_report(tmp_path / "full" / "version_0", oa=90.0, parameters=67_064, trainable=67_064)
+    full = write_report(
+        tmp_path / "full" / "version_0", oa=90.0, parameters=67_064, trainable=67_064
+    )
     rows = aggregate([load_report(p) for p in [*lora, full]])
     by_model = {r.model: r for r in rows}
     row = by_model["lola_specvit"]

@@ -379,7 +379,11 @@ def suite_progress(
             of = f" of {planned}" if planned else ""
             detail = f"{epochs}{of} epochs finished, resumable"
             if seconds:
-                detail += f"; median {float(np.median(seconds)):.0f} s per epoch"
+                median = float(np.median(seconds))
+                detail += f"; median {median:.0f} s per epoch"
+                if isinstance(planned, int) and planned > epochs:
+                    left = format_seconds(median * (planned - epochs))
+                    detail += f", about {left} of training left at that pace"
             pending.append(PendingRun(run.name, seed, "in progress", detail))
     return pending
 
