@@ -319,9 +319,12 @@ def test_killed_run_is_resumed_and_its_wall_time_falls_back_to_epochs(
     argv += ["--seeds", "0"]
     assert main(argv) == 1
     assert "FAILED" in capsys.readouterr().out
+    failure = resume.parent / running.FAILURE_NAME
+    assert "exited with code 1" in failure.read_text()
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "[1/1] toy_run seed 0: resuming an interrupted run" in printed
+    assert not failure.exists()  # it succeeded: the failure note is gone
     sidecar = json.loads((resume.parent / "benchmark_run.json").read_text())
     assert sidecar["resumed"] is True and sidecar["wall_seconds"] is None
     assert sidecar["last_segment_seconds"] >= 0
@@ -463,6 +466,13 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     pending = json.loads((out / "benchmark.json").read_text())["pending"]
     assert [(p["seed"], p["state"]) for p in pending] == [(1, "in progress"), (2, "failed")]
     assert "still to run (2):" in capsys.readouterr().out
+
+    # --status trains nothing and says the same
+    assert main([*argv, "--status"]) == 0
+    assert len(calls) == 1
+    printed = capsys.readouterr().out
+    assert "toy_run seed 1: in progress (3 of 5 epochs" in printed and ": training" not in printed
+    assert "toy_run seed 2: failed (hsi fit exited with code 2)" in printed  # kept on disk
 
     # an unreadable resume file is a run not started, not a crash
     (resume / "last.ckpt").write_bytes(b"cut short")

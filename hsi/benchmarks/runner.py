@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the hsi fit commands, train nothing"
     )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="train nothing: write the suite's table as it stands and list what is still "
+        "missing (e.g. while the suite runs in another terminal)",
+    )
     return parser
 
 
@@ -219,6 +225,10 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             else:
                 print(f"table updated: {paths[0]}", flush=True)
 
+        if args.status:
+            rows, pending, paths = tabulate([])
+            _print_summary(rows, paths, pending)
+            return 0
         outcomes = run_suite(
             _only_runs(suite, args.runs),
             args.out,

@@ -34,6 +34,7 @@ from hsi.benchmarks.records import (
 from hsi.errors import ConfigError, DataError
 
 RESUME_DIR = "resume"  # hsi fit --resume_dir: an interrupted run continues from its last epoch
+FAILURE_NAME = "benchmark_failed.json"  # why the last attempt at a run failed (until it succeeds)
 DEFAULT_OUT = "benchmarks/results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -256,8 +257,10 @@ def run_suite(
             error = f"hsi fit finished but wrote no {' / '.join(REPORT_NAMES)} in {target}"
         if error:
             echo(f"{head}: FAILED after {format_seconds(seconds)}: {error}")
+            _write_failure(target, error)
             return RunOutcome(run.name, seed, target, "failed", error, seconds)
         _write_sidecar(target, suite, run, seed, args, seconds, started, max_epochs, resumed)
+        (target / FAILURE_NAME).unlink(missing_ok=True)
         echo(f"{head}: done in {format_seconds(seconds)}{_headline(report)}")
         return RunOutcome(run.name, seed, target, "done", seconds=seconds)
 
@@ -365,8 +368,10 @@ def suite_progress(
             if _finished_report(target) is not None:
                 continue
             outcome = said.get((run.name, seed))
-            if outcome is not None and outcome.status == "failed":
-                pending.append(PendingRun(run.name, seed, "failed", outcome.message))
+            failure = outcome.message if outcome and outcome.status == "failed" else None
+            failure = failure or _read_failure(target)
+            if failure is not None:
+                pending.append(PendingRun(run.name, seed, "failed", failure))
                 continue
             if outcome is not None and outcome.status == "missing data":
                 pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
@@ -386,6 +391,22 @@ def suite_progress(
                     detail += f", about {left} of training left at that pace"
             pending.append(PendingRun(run.name, seed, "in progress", detail))
     return pending
+
+
+def _write_failure(target: Path, error: str) -> None:
+    """Keep why a run failed beside it, so ``--status`` (another process) can say so."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / FAILURE_NAME).write_text(json.dumps({"error": error}))
+    except OSError:
+        pass  # the failure is printed anyway; only the status listing loses it
+
+
+def _read_failure(target: Path) -> str | None:
+    try:
+        return str(json.loads((target / FAILURE_NAME).read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _quote(arg: str) -> str:
