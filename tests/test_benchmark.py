@@ -473,6 +473,14 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     printed = capsys.readouterr().out
     assert "toy_run seed 1: in progress (3 of 5 epochs" in printed and ": training" not in printed
     assert "toy_run seed 2: failed (hsi fit exited with code 2)" in printed  # kept on disk
+    # a retry that has trained an epoch since is in progress again, not failed
+    retry = run_dir(out, run, 2) / runner.RESUME_DIR
+    retry.mkdir(parents=True)
+    torch.save({"epoch": 0, "hsi_epoch_seconds": [9.0]}, retry / "last.ckpt")
+    failed_at = (run_dir(out, run, 2) / running.FAILURE_NAME).stat().st_mtime
+    os.utime(retry / "last.ckpt", (failed_at + 5, failed_at + 5))
+    assert main([*argv, "--status"]) == 0
+    assert "toy_run seed 2: in progress (1 of 5 epochs" in capsys.readouterr().out
 
     # an unreadable resume file is a run not started, not a crash
     (resume / "last.ckpt").write_bytes(b"cut short")

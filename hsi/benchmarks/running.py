@@ -369,14 +369,16 @@ def suite_progress(
                 continue
             outcome = said.get((run.name, seed))
             failure = outcome.message if outcome and outcome.status == "failed" else None
-            failure = failure or _read_failure(target)
+            resume = target / RESUME_DIR / "last.ckpt"
+            if failure is None and not _newer(resume, target / FAILURE_NAME):
+                failure = _read_failure(target)  # unless a retry has trained since
             if failure is not None:
                 pending.append(PendingRun(run.name, seed, "failed", failure))
                 continue
             if outcome is not None and outcome.status == "missing data":
                 pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
                 continue
-            done = _epochs_done(target / RESUME_DIR / "last.ckpt")
+            done = _epochs_done(resume)
             if done is None:
                 pending.append(PendingRun(run.name, seed, "not started"))
                 continue
@@ -400,6 +402,18 @@ def _write_failure(target: Path, error: str) -> None:
         (target / FAILURE_NAME).write_text(json.dumps({"error": error}))
     except OSError:
         pass  # the failure is printed anyway; only the status listing loses it
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """True when ``path`` exists and was written after ``than`` (or ``than`` is absent)."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    try:
+        return mtime > than.stat().st_mtime
+    except OSError:
+        return True
 
 
 def _read_failure(target: Path) -> str | None:
