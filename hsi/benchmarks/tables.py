@@ -372,8 +372,8 @@ def _task_header(table: TaskTable) -> list[str]:
 def _parameters_cell(row: Row) -> str:
     """``67,064``, or ``183,199,916 (2,150,672 trainable)`` when not all of them train."""
     total = ", ".join(f"{n:,}" for n in row.parameters) or "—"
-    frozen = [n for n in row.trainable_parameters if n not in row.parameters]
-    if frozen:
+    partly_trained = any(n not in row.parameters for n in row.trainable_parameters)
+    if partly_trained:
         total += f" ({', '.join(f'{n:,}' for n in row.trainable_parameters)} trainable)"
     return total
 
