@@ -7,7 +7,7 @@ file. A weight is named ``<model>/<tag>`` (``hybridsn/indian_pines``); the bare 
 wherever it is unambiguous::
 
     model = hsi.create_model("hybridsn", pretrained="indian_pines")
-    hsi predict --ckpt hybridsn/indian_pines --input scene.tif --output map.tif
+    hsi predict --ckpt indian_pines --input scene.tif --output map.tif
 
 Why a separate format from Lightning's ``.ckpt``: a ``.ckpt`` carries the optimizer state
 (three times the weights) and the task's class path; a shipped weight needs only what

@@ -249,7 +249,7 @@ def test_shipped_index_files_and_cards_agree() -> None:
     assert {e.name for e in entries} >= {
         "hybridsn/indian_pines",
         "hybridsn/enmap_potsdam",
-        "morpmamba/indian_pines",
+        "morpmamba/indian_pines_disjoint",
     }
     for e in entries:
         assert e.path.stat().st_size < pretrained.MAX_GIT_BYTES, e.file
@@ -286,12 +286,14 @@ def test_create_model_with_the_shipped_indian_pines_weights(monkeypatch) -> None
 
 def test_create_model_with_the_shipped_morpmamba_weights(monkeypatch) -> None:
     monkeypatch.delenv("HSI_CHECKPOINTS", raising=False)
-    model = hsi.create_model("morpmamba", pretrained="indian_pines").eval()
+    model = hsi.create_model("morpmamba", pretrained="indian_pines_disjoint").eval()
     # the config's model: 15 PCA bands, 16 classes, 5x5 patches, 67,064 parameters
     assert sum(p.numel() for p in model.parameters()) == 67_064
     assert model.pretrained_cfg["dtype"] == "float32"
     assert model.pretrained_cfg["preprocessing"]["in_bands"] == 200
-    raw = torch.load(SHIPPED / "morpmamba_indian_pines.pt", weights_only=True)["state_dict"]
+    raw = torch.load(SHIPPED / "morpmamba_indian_pines_disjoint.pt", weights_only=True)[
+        "state_dict"
+    ]
     for name, param in model.state_dict().items():
         assert torch.equal(param, raw[name])
     with torch.no_grad():
@@ -303,7 +305,7 @@ def test_create_model_with_the_shipped_morpmamba_weights(monkeypatch) -> None:
 
 def _indian_pines_like_scene(path: Path, height: int = 14, width: int = 11) -> Path:
     """A 200-band GeoTIFF on the scale of Indian Pines (the weights' band statistics)."""
-    pre = pretrained.load_weights("hybridsn/indian_pines").preprocessor()
+    pre = pretrained.load_weights("indian_pines").preprocessor()
     rng = np.random.default_rng(0)
     data = pre.mean[:, None, None] + pre.std[:, None, None] * rng.normal(size=(200, height, width))
     cube = SpectralCube(data.astype(np.float32), nodata=-1.0)
@@ -320,11 +322,7 @@ def test_predict_with_a_shipped_tag_on_a_small_geotiff(tmp_path: Path, monkeypat
     scene = _indian_pines_like_scene(tmp_path / "scene.tif")
     out = tmp_path / "map.tif"
     args = ["--input", str(scene), "--output", str(out), "--no-progress", "--tile", "8"]
-    # the bare tag names two models' weights: hsi predict asks which, and writes nothing
-    assert scene_main(["--ckpt", "indian_pines", *args]) == 2
-    err = capsys.readouterr().err
-    assert "ambiguous" in err and "morpmamba/indian_pines" in err and not out.exists()
-    assert scene_main(["--ckpt", "hybridsn/indian_pines", *args]) == 0
+    assert scene_main(["--ckpt", "indian_pines", *args]) == 0
     assert "classified 14×11 pixels" in capsys.readouterr().out
     with rasterio.open(out) as dst:
         classes = dst.read(1)
@@ -353,11 +351,11 @@ def test_predict_with_a_shipped_tag_on_a_small_geotiff(tmp_path: Path, monkeypat
     # MorpMamba's weights (5x5 patches) map the same scene, georeferenced the same way
     out3 = tmp_path / "map3.tif"
     argv3 = ["--input", str(scene), "--output", str(out3), "--no-progress", "--no-quicklook"]
-    assert scene_main(["--ckpt", "morpmamba/indian_pines", *argv3]) == 0
+    assert scene_main(["--ckpt", "indian_pines_disjoint", *argv3]) == 0
     with rasterio.open(out3) as dst:
         assert dst.read(1).shape == classes.shape and str(dst.crs) == "EPSG:32616"
         assert set(np.unique(dst.read(1))) <= set(range(1, 17))
-        assert "morpmamba/indian_pines" in dst.tags()["hsi_checkpoint"]
+        assert "morpmamba/indian_pines_disjoint" in dst.tags()["hsi_checkpoint"]
     capsys.readouterr()
 
     # an unknown name: a readable error naming both readings and the known weights
@@ -384,7 +382,7 @@ def _card_metrics(card: Path) -> dict[str, float]:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(
-    "name", ["hybridsn/indian_pines", "hybridsn/enmap_potsdam", "morpmamba/indian_pines"]
+    "name", ["hybridsn/indian_pines", "hybridsn/enmap_potsdam", "morpmamba/indian_pines_disjoint"]
 )
 def test_shipped_weights_reproduce_their_card_on_the_real_split(
     name: str, shared_data: Path, monkeypatch
