@@ -23,7 +23,30 @@ def git_commit() -> str | None:
     names the code that was loaded, not a commit made meanwhile; ``+dirty`` says when that
     code was not a commit at all.
     """
-    return commit_of(Path(__file__).parent)
+    here = Path(__file__).resolve().parent
+    return commit_of(here) if checkout_holding(here) is not None else None
+
+
+def checkout_holding(package: Path) -> Path | None:
+    """The git checkout whose top folder holds ``package`` as its own source folder, or None.
+
+    Why: hsi installed into a virtual environment that lives inside some other repository
+    (``project/.venv/lib/.../site-packages/hsi``) is inside that repository's work tree, and
+    its commit would be reported as hsi's.
+    """
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=package,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not top or Path(top).resolve() != package.resolve().parent:
+        return None
+    return Path(top).resolve()
 
 
 def commit_of(directory: Path) -> str | None:

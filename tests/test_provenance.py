@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hsi.provenance import commit_of, git_commit, provenance
+from hsi.provenance import checkout_holding, commit_of, git_commit, provenance
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -35,6 +35,19 @@ def test_commit_of_a_clean_and_a_changed_checkout(tmp_path: Path) -> None:
 
 def test_no_checkout_is_none(tmp_path: Path) -> None:
     assert commit_of(tmp_path) is None
+    assert checkout_holding(tmp_path) is None
+
+
+def test_a_package_installed_inside_another_repository_is_not_its_source(tmp_path: Path) -> None:
+    repo = tmp_path / "project"
+    source = repo / "hsi"
+    installed = repo / ".venv" / "lib" / "site-packages" / "hsi"
+    for folder in (source, installed):
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("")
+    _git(repo, "init", "-q")
+    assert checkout_holding(source) == repo.resolve()  # a source checkout of the package
+    assert checkout_holding(installed) is None  # someone else's repository around a venv
 
 
 def test_the_commit_is_asked_once_per_process() -> None:
