@@ -159,7 +159,8 @@ def _list(suites: dict[str, Suite], published: dict[str, PublishedEntry]) -> Non
     for s in suites.values():
         print(f"  {s.name}: {len(s.runs)} run(s). {s.description}")
         for r in s.runs:
-            print(f"    - {r.name}: {r.config} seeds {list(r.seeds)} vs {r.published}")
+            vs = f"vs {r.published}" if r.published else "vs any entry of its model, data, protocol"
+            print(f"    - {r.name}: {r.config} seeds {list(r.seeds)} {vs}")
     print("published entries:")
     for e in published.values():
         ms = ", ".join(f"{k} {v:g}" for k, v in e.metrics.items())
