@@ -290,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
     _configure_logging()
-    git_commit()  # the commit reports name: the code loaded now, not one committed mid-run
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(OVERVIEW)
@@ -317,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "benchmark":
             from hsi.benchmarks.runner import benchmark_main
 
+            git_commit()  # reports name the code loaded now, not a commit made mid-run
             return benchmark_main(argv[1:])
         if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             from hsi.inference import scene_main
 
             return scene_main(argv[1:])
+        git_commit()  # reports name the code loaded now, not a commit made mid-run
         # LightningCLI reads sys.argv itself; passing it too only triggers a warning
         run_lightning(None if from_console else argv)
         return 0

@@ -450,7 +450,10 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     # seed 1 was killed after its third epoch (Lightning saves the finished epoch's index)
     resume = run_dir(out, run, 1) / runner.RESUME_DIR
     resume.mkdir(parents=True)
-    torch.save({"epoch": 2, "hsi_epoch_seconds": [30.0, 10.0, 12.0]}, resume / "last.ckpt")
+    torch.save(
+        {"epoch": 2, "state_dict": {}, "hsi_epoch_seconds": [30.0, 10.0, 12.0]},
+        resume / "last.ckpt",
+    )
     calls: list[list[str]] = []
     monkeypatch.setattr(running, "_fit", _fake_fit(calls, fail_seeds=(2,)))
     argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
@@ -476,7 +479,7 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     # a retry that has trained an epoch since is in progress again, not failed
     retry = run_dir(out, run, 2) / runner.RESUME_DIR
     retry.mkdir(parents=True)
-    torch.save({"epoch": 0, "hsi_epoch_seconds": [9.0]}, retry / "last.ckpt")
+    torch.save({"epoch": 0, "state_dict": {}, "hsi_epoch_seconds": [9.0]}, retry / "last.ckpt")
     failed_at = (run_dir(out, run, 2) / running.FAILURE_NAME).stat().st_mtime
     os.utime(retry / "last.ckpt", (failed_at + 5, failed_at + 5))
     assert main([*argv, "--status"]) == 0

@@ -10,6 +10,7 @@ AP) alike, each against ``published.yaml`` in the metric names that file uses.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,11 +243,8 @@ def _count(value: Any) -> int | None:
 
 def _median(seconds: Any) -> float | None:
     """The median training epoch: robust to an epoch slowed by other jobs or a restart."""
-    values = sorted(float(s) for s in seconds or () if isinstance(s, (int, float)))
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    values = [float(s) for s in seconds or () if isinstance(s, (int, float))]
+    return statistics.median(values) if values else None
 
 
 def _floats(values: dict[str, Any] | None, names: dict[str, str]) -> dict[str, float]:

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -32,6 +32,9 @@ from hsi.benchmarks.records import (
     load_reports,
 )
 from hsi.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from hsi.callbacks import ResumeCheckpoint
 
 RESUME_DIR = "resume"  # hsi fit --resume_dir: an interrupted run continues from its last epoch
 FAILURE_NAME = "benchmark_failed.json"  # why the last attempt at a run failed (until it succeeds)
@@ -121,12 +124,10 @@ def missing_data(run: SuiteRun, root: str | None = None) -> str | None:
     """Why the run's dataset cannot be found under the data root, or None when it can."""
     from hsi.data.registry import locate_files
 
-    config = yaml.safe_load(resolve_config(run.config).read_text()) or {}
-    data = ((config.get("data") or {}).get("init_args")) or {}
-    dataset = _override_value(run.overrides, "data.init_args.dataset") or data.get("dataset")
-    if dataset in (None, "null", "None"):
+    dataset = _config_value(run, "data.init_args.dataset")
+    if dataset in (None, "None"):
         return None  # a custom scene: its files are checked when it is loaded
-    root = root or _override_value(run.overrides, "data.init_args.root") or data.get("root")
+    root = root or _config_value(run, "data.init_args.root")
     try:
         locate_files(dataset, root)
     except (DataError, ConfigError) as exc:
@@ -325,20 +326,17 @@ def run_model(run: SuiteRun) -> str | None:
     return None if model is None else str(model).lower()
 
 
-def _epochs_done(resume: Path) -> tuple[int, list[float]] | None:
-    """Finished epochs and their measured seconds, from a resume checkpoint (memory-mapped:
-    a 2 GB file costs a few reads), or None when there is no readable one."""
-    if not resume.is_file():
+def _epochs_done(resume: ResumeCheckpoint) -> tuple[int, list[float]] | None:
+    """Finished epochs and their measured seconds, from a run's resume checkpoint (read
+    memory-mapped: a 2 GB file costs a few reads), or None when there is no readable one."""
+    if not resume.path.is_file():
         return None
-    import torch
-
     try:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True, mmap=True)
-        seconds = [float(s) for s in ckpt.get("hsi_epoch_seconds") or []]
-        # Lightning saves the index of the epoch that just finished
-        return int(ckpt["epoch"]) + 1, seconds
-    except Exception:  # noqa: BLE001 - a half-written or foreign file: the run says so itself
+        ckpt = resume.read()
+    except DataError:  # a half-written or foreign file: the run says so when it resumes
         return None
+    seconds = [float(s) for s in ckpt.get("hsi_epoch_seconds") or []]
+    return int(ckpt["epoch"]) + 1, seconds  # Lightning saves the finished epoch's index
 
 
 def suite_progress(
@@ -356,6 +354,8 @@ def suite_progress(
     still missing and how far each got, not just show the finished ones. ``outcomes`` (of
     the call that just ran) turn a failure or a missing dataset into that row's state.
     """
+    from hsi.callbacks import ResumeCheckpoint  # imports Lightning
+
     said = {(o.run, o.seed): o for o in outcomes}
     pending = []
     for run in suite.runs:
@@ -369,8 +369,8 @@ def suite_progress(
                 continue
             outcome = said.get((run.name, seed))
             failure = outcome.message if outcome and outcome.status == "failed" else None
-            resume = target / RESUME_DIR / "last.ckpt"
-            if failure is None and not _newer(resume, target / FAILURE_NAME):
+            resume = ResumeCheckpoint(target / RESUME_DIR)
+            if failure is None and not _newer(resume.path, target / FAILURE_NAME):
                 failure = _read_failure(target)  # unless a retry has trained since
             if failure is not None:
                 pending.append(PendingRun(run.name, seed, "failed", failure))

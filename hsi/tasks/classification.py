@@ -23,6 +23,7 @@ from hsi.data.preprocessing import Preprocessor
 from hsi.errors import ConfigError
 from hsi.metrics import classification_metrics
 from hsi.models.registry import create_model, get_model_class
+from hsi.nn.lora import count_parameters
 from hsi.tasks.checkpointing import ExportableCheckpoint
 from hsi.tasks.training import EpochTimer, make_optimizer, report_folder, standard_scheduler
 
@@ -240,7 +241,7 @@ class ClassificationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             )
         self.net.load_state_dict({k: theirs[k] for k in wanted}, strict=False)
         if hp.finetune == "lora":
-            from hsi.nn.lora import count_parameters, mark_only_lora_trainable
+            from hsi.nn.lora import mark_only_lora_trainable
 
             mark_only_lora_trainable(self.net, train_head=head)
             total, trainable = count_parameters(self.net)
@@ -355,10 +356,7 @@ class ClassificationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
 
     def describe(self) -> dict[str, Any]:
         hp = dict(self.hparams)
-        n_params = sum(p.numel() for p in self.net.parameters()) if self.net else None
-        n_train = (
-            sum(p.numel() for p in self.net.parameters() if p.requires_grad) if self.net else None
-        )
+        n_params, n_train = count_parameters(self.net) if self.net else (None, None)
         return {
             "model": hp["model"],
             "hparams": hp,

@@ -28,6 +28,7 @@ from hsi.detection.matching import MatchWeights, SetCriterion, to_pixels
 from hsi.detection.metrics import DEFAULT_RADIUS, point_average_precision, point_recall_by_size
 from hsi.errors import ConfigError
 from hsi.models.registry import create_model
+from hsi.nn.lora import count_parameters
 from hsi.reports import provenance
 from hsi.tasks.training import EpochTimer, make_optimizer, report_folder
 
@@ -268,6 +269,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "detection_report.json"
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (hsi fit's seed)
+        total, trainable = count_parameters(self.net)
         report = {
             **provenance(),
             "seed": int(seed) if seed and seed.lstrip("-").isdigit() else None,
@@ -275,10 +277,8 @@ class DetectionTask(EpochTimer, L.LightningModule):
             "point_radius_px": self.hparams.point_radius,
             "model": self.hparams.model,
             "hparams": {k: v for k, v in dict(self.hparams).items()},
-            "parameters": sum(p.numel() for p in self.net.parameters()),
-            "trainable_parameters": sum(
-                p.numel() for p in self.net.parameters() if p.requires_grad
-            ),
+            "parameters": total,
+            "trainable_parameters": trainable,
             "data": self.data_description,
             "train_epoch_seconds": self.epoch_seconds or None,
         }

@@ -36,6 +36,7 @@ from hsi.data.restoration import Scaling
 from hsi.errors import ConfigError
 from hsi.image_quality import quality_report
 from hsi.models.registry import create_model, get_model_class
+from hsi.nn.lora import count_parameters
 from hsi.reports import provenance
 from hsi.tasks.checkpointing import ExportableCheckpoint
 from hsi.tasks.training import (
@@ -372,10 +373,7 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         self.report_paths = [path]
 
     def describe(self) -> dict[str, Any]:
-        n_params = sum(p.numel() for p in self.net.parameters()) if self.net else None
-        n_train = (
-            sum(p.numel() for p in self.net.parameters() if p.requires_grad) if self.net else None
-        )
+        n_params, n_train = count_parameters(self.net) if self.net else (None, None)
         return {
             "model": self.hparams.model,
             "hparams": dict(self.hparams),
