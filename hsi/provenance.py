@@ -19,9 +19,9 @@ def git_commit() -> str | None:
     """The commit of the hsi checkout this process runs, ``+dirty`` when tracked files differ
     from it; None outside a git checkout.
 
-    Asked once per process (``hsi`` asks at start), so a report written hours into a run
-    names the code that was loaded, not a commit made meanwhile; ``+dirty`` says when that
-    code was not a commit at all.
+    Asked once per process (``hsi fit``, ``test`` and ``benchmark`` ask at start), so a
+    report written hours into a run names the code that was loaded, not a commit made
+    meanwhile; ``+dirty`` says when that code was not a commit at all.
     """
     here = Path(__file__).resolve().parent
     return commit_of(here) if checkout_holding(here) is not None else None
