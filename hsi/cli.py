@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             if not argv:
                 return 0
         if argv and argv[0] == "datasets":
-            from hsi.data.registry import datasets_main
+            from hsi.data.datasets_cli import datasets_main
 
             return datasets_main(argv[1:])
         if argv and argv[0] == "convert":

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import shared_data_dir
 
-from hsi.data import registry
+from hsi.data import cards, registry
 from hsi.data.registry import download_dataset, get_card, load_dataset, verify_dataset
 from hsi.errors import ConfigError, DataError
 
@@ -78,7 +78,7 @@ def _tiled_card(tmp_path: Path, label_offset: tuple[float, float] = (0, 0)) -> r
         f"    labels: {{files: [{', '.join(f'gt/{n}.tif' for n in names)}]}}\n"
         "files:\n" + files
     )
-    return registry._parse_card(card)
+    return cards._parse_card(card)
 
 
 def test_tiled_form_mosaics_image_and_labels_on_one_grid(tmp_path):
@@ -131,7 +131,7 @@ def test_tiled_card_errors(tmp_path):
         path = tmp_path / "bad.yaml"
         path.write_text(base + f"    image: {image}\n    labels: {{file: b.tif}}\n")
         with pytest.raises(ConfigError, match=match):
-            registry._parse_card(path)
+            cards._parse_card(path)
 
 
 def test_download_into_sub_folders(monkeypatch, tmp_path):

@@ -17,10 +17,10 @@ import scipy.io
 import yaml
 from conftest import real
 
-from hsi.data import registry
+from hsi.data import cards, registry
+from hsi.data.datasets_cli import datasets_main
 from hsi.data.registry import (
     cards_dir,
-    datasets_main,
     download_dataset,
     get_card,
     list_datasets,
@@ -122,7 +122,7 @@ def test_aliases_are_unique_and_resolve():
     for n in list_datasets():
         card = get_card(n)
         for a in (card.name, *card.aliases):
-            key = registry._squash(a)
+            key = cards._squash(a)
             assert owner.setdefault(key, n) == n, f"alias {a} used by {owner[key]} and {n}"
             assert get_card(a).name == n
 
@@ -170,10 +170,10 @@ def test_bad_card_is_a_clear_config_error(tmp_path):
         "    image: {file: x.mat}\n    labels: {file: y.mat}\nfiles:\n  x.mat: {}\n  y.mat: {}\n"
     )
     with pytest.raises(ConfigError, match="class_counts needs 2"):
-        registry._parse_card(bad)
+        cards._parse_card(bad)
     bad.write_text(bad.read_text().replace("class_counts: [1]\n", "").replace("  y.mat: {}\n", ""))
     with pytest.raises(ConfigError, match="y.mat, which is not under files"):
-        registry._parse_card(bad)
+        cards._parse_card(bad)
 
 
 # ---------------------------------------------------------------------------- data root
@@ -384,7 +384,7 @@ def test_download_offline_fails_fast(monkeypatch, tmp_path):
 
 def test_download_success_and_checksum_mismatch(monkeypatch, tmp_path):
     payload = {"a.mat": b"cube-bytes", "b.mat": b"label-bytes"}
-    card = registry._parse_card(_fake_card(tmp_path, payload))
+    card = cards._parse_card(_fake_card(tmp_path, payload))
     monkeypatch.setattr(registry, "get_card", lambda name: card)
     seen = []
 
@@ -557,7 +557,7 @@ def test_bad_restoration_card_is_a_clear_config_error(tmp_path, body, match):
         + "files: {a.mat: {}}\n"
     )
     with pytest.raises(ConfigError, match=match):
-        registry._parse_card(path)
+        cards._parse_card(path)
 
 
 _DETECTION_FORM = (
@@ -594,7 +594,7 @@ def test_bad_detection_card_is_a_clear_config_error(tmp_path, body, match):
         "shape: {height: 2, width: 2, bands: 3}\n" + body
     )
     with pytest.raises(ConfigError, match=re.escape(match)):
-        registry._parse_card(path)
+        cards._parse_card(path)
 
 
 def test_detection_card_without_files_lists_its_annotations_unverified(tmp_path):
@@ -606,7 +606,7 @@ def test_detection_card_without_files_lists_its_annotations_unverified(tmp_path)
         + _DETECTION_FORM
         + "source_url: [https://a.example/x, https://b.example/y]\n"
     )
-    card = registry._parse_card(path)
+    card = cards._parse_card(path)
     assert card.kind == "detection" and not card.has_labels and card.num_classes == 2
     assert list(card.files) == ["annotations/train.json"]
     assert card.files["annotations/train.json"].checksum is None

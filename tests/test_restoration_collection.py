@@ -15,7 +15,7 @@ import scipy.io
 import test_restoration_task  # noqa: F401  (registers the _infra_tiny_denoiser test model)
 import torch
 
-from hsi.data import registry
+from hsi.data import cards, registry
 from hsi.data.registry import DatasetCard, get_card
 from hsi.data.restoration import GroupedEpochSampler, RestorationDataModule, Scaling
 from hsi.errors import ConfigError, DataError
@@ -64,7 +64,7 @@ def tinyset(tmp_path, monkeypatch) -> dict[str, np.ndarray]:
     card_path = tmp_path / "cards" / "tinyset.yaml"
     card_path.parent.mkdir()
     card_path.write_text(CARD)
-    card = registry._parse_card(card_path)
+    card = cards._parse_card(card_path)
     real_get_card = registry.get_card
 
     def get(name):

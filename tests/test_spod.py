@@ -287,7 +287,7 @@ def test_card_matches_the_converter_facts() -> None:
 
 
 def test_datasets_info_and_list(data_env: Path, capsys) -> None:
-    from hsi.data.registry import datasets_main
+    from hsi.data.datasets_cli import datasets_main
 
     assert datasets_main(["info", "spod", "--root", str(data_env)]) == 0
     out = capsys.readouterr().out

@@ -241,8 +241,8 @@ def prepare_detection_dataset(
 
 
 def _converter(fmt: str) -> Callable[..., Any]:
-    """The converter of a detection card's ``format`` (the registry validates the names:
-    ``hsi.data.registry.DETECTION_FORMATS``). Imported here, not at module level, because
+    """The converter of a detection card's ``format`` (the card parser validates the names:
+    ``hsi.data.cards.DETECTION_FORMATS``). Imported here, not at module level, because
     ``hsi.detection.spod`` imports this module."""
     if fmt == "spod":
         from hsi.detection.spod import convert_spod
