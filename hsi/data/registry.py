@@ -457,9 +457,10 @@ def _read_pixels_cube(
     """A ``bands x pixels`` matrix as a cube; pixels run down the columns first (MATLAB order),
     as the unmixing releases store them. ``nRow``/``nCol`` in the file, when present, must
     agree with the card's ``pixels_shape``."""
-    readers = _readers()
-    mat = readers._MatFile(path)
-    name = readers._choose_variable(path, mat.variables, variable, 2, "bands x pixels matrix")
+    from hsi.data.readers.mat import _choose_variable, _MatFile
+
+    mat = _MatFile(path)
+    name = _choose_variable(path, mat.variables, variable, 2, "bands x pixels matrix")
     rows, cols = shape
     for key, want in (("nRow", rows), ("nCol", cols)):
         if key in mat.variables:

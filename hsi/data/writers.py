@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hsi.data.cube import SpectralCube
-from hsi.data.readers import _cple_base
+from hsi.data.readers._common import _cple_base
 from hsi.errors import ConfigError, DataError
 
 __all__ = ["atomic_output", "write_geotiff"]
