@@ -22,7 +22,13 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from hsi.data.cube import SpectralCube
-from hsi.data.readers import mat_variables, read_cube, read_envi_header, read_labels
+from hsi.data.readers import (
+    mat_variables,
+    read_cube,
+    read_envi_header,
+    read_labels,
+    read_pixels_matrix,
+)
 from hsi.errors import ConfigError, DataError, HsiError
 
 # --------------------------------------------------------------------------------------
@@ -152,6 +158,29 @@ def test_mat_v73_equals_v5(tmp_path: Path) -> None:
     # Windowed/band reads slice the HDF5 dataset in its transposed order correctly.
     part = read_cube(tmp_path / "v73.mat", window=((1, 4), (2, 5)), bands=[2, 0])
     np.testing.assert_array_equal(part.data, v5.data[[2, 0], 1:4, 2:5])
+
+
+def test_pixels_matrix_runs_down_the_columns_in_v5_and_v73(tmp_path: Path) -> None:
+    """Unmixing releases (Jasper Ridge's ``Y``) store bands x pixels, pixels in MATLAB
+    column-major order: pixel (row r, col c) is column c * rows + r."""
+    cube = cube_hwb(4, 3, 5).transpose(2, 0, 1)  # (bands, rows, cols)
+    y = cube.transpose(0, 2, 1).reshape(5, 12)  # column-major flattening of each band
+    assert np.array_equal(y[:, 1 * 4 + 2], cube[:, 2, 1])
+    sizes = {"nRow": np.array([[4.0]]), "nCol": np.array([[3.0]])}
+    scipy.io.savemat(tmp_path / "v5.mat", {"Y": y, **sizes})
+    write_mat73(tmp_path / "v73.mat", {"Y": y, **sizes})
+    for name in ("v5.mat", "v73.mat"):
+        out = read_pixels_matrix(tmp_path / name, "Y", shape=(4, 3))
+        np.testing.assert_array_equal(out.data, cube)
+        assert out.metadata["layout"] == "pixels"
+    # Without its name, the one matrix is found (the 1 x 1 nRow and nCol are no candidates).
+    found = read_pixels_matrix(tmp_path / "v5.mat", shape=(4, 3))
+    assert found.metadata["variable"] == "Y"
+    scipy.io.savemat(tmp_path / "bare.mat", {"Y": y})
+    with pytest.raises(DataError, match="nRow=4, pixels_shape 6"):
+        read_pixels_matrix(tmp_path / "v5.mat", "Y", shape=(6, 2))
+    with pytest.raises(DataError, match=r"expected \(bands, 10\) for 5x2 pixels"):
+        read_pixels_matrix(tmp_path / "bare.mat", shape=(5, 2))
 
 
 def test_mat_v73_logical_labels(tmp_path: Path) -> None:

@@ -675,7 +675,7 @@ def test_jasper_format_file_and_label_requests(tmp_path):
         _ = dm.class_names
     # nRow/nCol in the file must agree with the card.
     _write_jasper(tmp_path / "other" / "jasper_ridge", rows=50, cols=200)
-    with pytest.raises(DataError, match="nRow=50, the card's pixels_shape 100"):
+    with pytest.raises(DataError, match="nRow=50, the jasper_ridge card's pixels_shape 100"):
         _ = load_dataset("jasper_ridge", root=tmp_path / "other").cube
 
 
@@ -712,7 +712,7 @@ def test_jasper_ridge_real_file_through_registry_and_datamodule():
     scenes = load_dataset("jasper_ridge", root=root)
     cube = scenes.cube
     assert cube.shape == (198, 100, 100) and cube.data.dtype == np.uint16
-    # Same pixels as the existing image= path (restoration's own bands x pixels reader).
+    # Same pixels through restoration's image= path (read_pixels_matrix without the card).
     from hsi.data.restoration import RestorationDataModule, load_clean_cube
 
     direct = load_clean_cube(

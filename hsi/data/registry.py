@@ -378,7 +378,12 @@ class RestorationScenes:
         partial = window is not None or bands is not None
         if self.ref.layout == PIXELS_LAYOUT:
             assert self.ref.pixels_shape is not None
-            cube = _read_pixels_cube(path, self.ref.variable, self.ref.pixels_shape, self.name)
+            cube = _readers().read_pixels_matrix(
+                path,
+                self.ref.variable,
+                shape=self.ref.pixels_shape,
+                shape_source=f"the {self.name} card's pixels_shape",
+            )
             if window is not None:  # a bands x pixels matrix (no georeference): slice it
                 (r0, r1), (c0, c1) = window
                 mask = None if cube.nodata_mask is None else cube.nodata_mask[r0:r1, c0:c1]
@@ -449,39 +454,6 @@ class RestorationScenes:
 
     def __repr__(self) -> str:
         return f"RestorationScenes(name={self.name!r}, form={self.form!r}, scenes={len(self)})"
-
-
-def _read_pixels_cube(
-    path: Path, variable: str | None, shape: tuple[int, int], what: str
-) -> SpectralCube:
-    """A ``bands x pixels`` matrix as a cube; pixels run down the columns first (MATLAB order),
-    as the unmixing releases store them. ``nRow``/``nCol`` in the file, when present, must
-    agree with the card's ``pixels_shape``."""
-    from hsi.data.readers.mat import _choose_variable, _MatFile
-
-    mat = _MatFile(path)
-    name = _choose_variable(path, mat.variables, variable, 2, "bands x pixels matrix")
-    rows, cols = shape
-    for key, want in (("nRow", rows), ("nCol", cols)):
-        if key in mat.variables:
-            got = int(np.asarray(mat.read(key)).ravel()[0])
-            if got != want:
-                raise DataError(
-                    f"{what}: {path.name} says {key}={got}, the card's pixels_shape {want}; "
-                    "this is another release of the scene, fix the card's pixels_shape"
-                )
-    arr = np.asarray(mat.read(name))
-    if arr.ndim != 2 or arr.shape[1] != rows * cols:
-        raise DataError(
-            f"{what}: {name} in {path.name} has shape {arr.shape}, expected (bands, "
-            f"{rows * cols}) for {rows}x{cols} pixels; this is not the card's file"
-        )
-    cube = np.ascontiguousarray(arr.reshape(arr.shape[0], cols, rows).transpose(0, 2, 1))
-    return SpectralCube(
-        data=cube,
-        source=str(path),
-        metadata={"format": mat.format, "variable": name, "layout": PIXELS_LAYOUT},
-    )
 
 
 def _readers():

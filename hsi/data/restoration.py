@@ -208,31 +208,6 @@ def _resolve_path(path: str, root: str | None) -> Path:
     return candidate if candidate.exists() else p
 
 
-def _read_pixels_matrix(path: Path, variable: str | None, shape: Sequence[int]) -> SpectralCube:
-    """A ``bands x pixels`` MATLAB matrix (e.g. Jasper Ridge's ``Y``) as a cube; pixels run
-    down the columns first (MATLAB order), as the unmixing releases store them."""
-    from hsi.data.readers import mat_variables
-
-    rows, cols = (int(s) for s in shape)
-    names = [n for n, (shp, _) in mat_variables(path).items() if len(shp) == 2]
-    name = variable or (names[0] if len(names) == 1 else None)
-    if name is None:
-        raise ConfigError(f"{path}: name the bands x pixels matrix with image_variable ({names})")
-    import scipy.io
-
-    try:
-        arr = np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
-    except (KeyError, ValueError, NotImplementedError) as exc:
-        raise DataError(f"{path}: cannot read variable {name!r} ({exc})") from None
-    if arr.ndim != 2 or arr.shape[1] != rows * cols:
-        raise DataError(
-            f"{path}: {name} has shape {arr.shape}, expected (bands, {rows * cols}) for "
-            f"pixels_shape {rows}x{cols}; check pixels_shape (nRow, nCol in the file)"
-        )
-    cube = arr.reshape(arr.shape[0], cols, rows).transpose(0, 2, 1)
-    return SpectralCube(data=np.ascontiguousarray(cube), source=str(path))
-
-
 def load_clean_cube(
     *,
     dataset: str | None = None,
@@ -255,11 +230,11 @@ def load_clean_cube(
         path = _resolve_path(str(image), root)
         if not path.exists():
             raise DataError(f"{image}: file not found (also looked under the data root)")
-        if pixels_shape is not None:
-            cube = _read_pixels_matrix(path, variable, pixels_shape)
-        else:
-            from hsi.data.readers import read_cube
+        from hsi.data.readers import read_cube, read_pixels_matrix
 
+        if pixels_shape is not None:
+            cube = read_pixels_matrix(path, variable, shape=pixels_shape)
+        else:
             cube = read_cube(path, variable, layout=layout)
     return _checked_clean(cube, bands)
 

@@ -5,8 +5,10 @@ never cares whether a scene came as a MATLAB file from the community benchmarks,
 dump, an ENVI cube from an airborne campaign or a (tiled) GeoTIFF from a satellite archive.
 Problems a user can fix are raised as one-line :class:`~hsi.errors.DataError` messages that
 name the file and say what to do; window and band selection are honoured as early as the
-format allows so that large scenes are not read whole. One module per format (``mat``,
-``npy``, ``raster``, ``envi``); ``_common`` holds the checks they share.
+format allows so that large scenes are not read whole. Unmixing releases that store a
+``bands x pixels`` matrix go through :func:`read_pixels_matrix`, given the image shape.
+One module per format (``mat``, ``npy``, ``raster``, ``envi``); ``_common`` holds the
+checks they share.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from hsi.data.readers.envi import (
     _read_envi_cube,
     read_envi_header,
 )
-from hsi.data.readers.mat import _read_mat_cube, _read_mat_labels, mat_variables
+from hsi.data.readers.mat import (
+    _read_mat_cube,
+    _read_mat_labels,
+    mat_variables,
+    read_pixels_matrix,
+)
 from hsi.data.readers.npy import _load_npy, _read_npy_cube
 from hsi.data.readers.raster import _read_mosaic, _read_raster_cube, check_tiles_compatible
 from hsi.errors import ConfigError, DataError
@@ -45,6 +52,7 @@ __all__ = [
     "read_cube",
     "read_envi_header",
     "read_labels",
+    "read_pixels_matrix",
 ]
 
 _MAT_SUFFIXES = (".mat",)

@@ -287,3 +287,45 @@ def _read_mat_labels(p: Path, variable: str | None) -> np.ndarray:
         p, mat.variables, variable, 2, "label map", integer_valued=mat.is_integer_valued
     )
     return mat.read(name)
+
+
+def read_pixels_matrix(
+    path: PathLike,
+    variable: str | None = None,
+    *,
+    shape: Sequence[int],
+    shape_source: str = "pixels_shape",
+) -> SpectralCube:
+    """A ``bands x pixels`` MATLAB matrix (unmixing releases such as Jasper Ridge's ``Y``) as a
+    ``(bands, rows, cols)`` cube.
+
+    The pixels run down the columns first (MATLAB order), as those releases store them; the
+    file does not say its image shape reliably, so ``shape`` ``(rows, cols)`` is given (the
+    dataset card's ``pixels_shape``). ``nRow``/``nCol`` in the file, when present, must agree
+    with it (``shape_source`` names where the shape came from in that error). v5 and v7.3
+    files both work; ``variable`` is found when the file holds one 2-D numeric array.
+    """
+    p = _existing(path)
+    rows, cols = (int(n) for n in shape)
+    mat = _MatFile(p)
+    name = _choose_variable(p, mat.variables, variable, 2, "bands x pixels matrix")
+    for key, want in (("nRow", rows), ("nCol", cols)):
+        if key in mat.variables:
+            got = int(np.asarray(mat.read(key)).ravel()[0])
+            if got != want:
+                raise DataError(
+                    f"{p}: the file says {key}={got}, {shape_source} {want}; this is "
+                    "another release of the scene or the wrong shape"
+                )
+    arr = np.asarray(mat.read(name))
+    if arr.ndim != 2 or arr.shape[1] != rows * cols:
+        raise DataError(
+            f"{p}: {name} has shape {arr.shape}, expected (bands, {rows * cols}) for "
+            f"{rows}x{cols} pixels ({shape_source}); check the shape (nRow, nCol in the file)"
+        )
+    cube = np.ascontiguousarray(arr.reshape(arr.shape[0], cols, rows).transpose(0, 2, 1))
+    return SpectralCube(
+        data=cube,
+        source=str(p),
+        metadata={"format": mat.format, "variable": name, "layout": "pixels"},
+    )
