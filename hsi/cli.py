@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             # --input stays LightningCLI's predict over a data module
             task = _checkpoint_task(argv)
             if task == "restoration" or _names_model_without_ckpt(argv):
-                from hsi.inference_restoration import restore_main
+                from hsi.inference.restoration import restore_main
 
                 return restore_main(argv[1:])
             if task == "detection":

@@ -636,7 +636,7 @@ def evaluate_weights(
 
 def _source_model(checkpoint: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """The fp32 network of a ``.ckpt``, with its data facts and preprocessing."""
-    from hsi.inference import _load_task
+    from hsi.inference.plan import _load_task
 
     task = _load_task(checkpoint, torch.device("cpu"))
     return task.net, dict(task.data_description or {}), task.preprocessing

@@ -22,7 +22,7 @@ from hsi.diffusion.prior import DiffusionPriorTask
 from hsi.diffusion.unet import SmallUNet
 from hsi.errors import ConfigError, DataError
 from hsi.image_quality import mpsnr
-from hsi.inference_restoration import restore_scene
+from hsi.inference.restoration import restore_scene
 from hsi.models.registry import create_model
 from hsi.tasks import RestorationTask
 

@@ -247,7 +247,7 @@ def test_wrong_band_count_and_wavelengths_are_refused_before_any_output(setup: d
 
 
 def test_interrupted_run_leaves_no_file(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hsi.inference
+    import hsi.inference.predict
 
     calls = []
 
@@ -257,7 +257,7 @@ def test_interrupted_run_leaves_no_file(setup: dict, monkeypatch: pytest.MonkeyP
             raise KeyboardInterrupt
         return classify_cube(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hsi.inference, "classify_cube", boom)
+    monkeypatch.setattr(hsi.inference.predict, "classify_cube", boom)
     root = setup["root"] / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         predict_scene(

@@ -14,7 +14,7 @@ from hsi.data.cube import SpectralCube
 from hsi.data.preprocessing import Preprocessor
 from hsi.data.writers import write_geotiff
 from hsi.inference import predict_scene, scene_main
-from hsi.inference_distributed import launched_world, predict_scene_distributed
+from hsi.inference.distributed import launched_world, predict_scene_distributed
 from hsi.tasks.classification import ClassificationTask
 
 BANDS, PCA, CLASSES, PATCH = 20, 16, 3, 9
@@ -93,7 +93,7 @@ def test_scene_main_parses_devices_and_detects_torchrun(
     scene_and_ckpt: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--devices/--num-nodes/--accelerator reach predict_scene_distributed (not run here)."""
-    import hsi.inference_distributed as dist
+    import hsi.inference.distributed as dist
 
     calls: list[dict] = []
 

@@ -24,7 +24,7 @@ from hsi.data.restoration import RestorationDataModule, Scaling, regions_overlap
 from hsi.data.writers import write_geotiff
 from hsi.errors import ConfigError, DataError
 from hsi.image_quality import mpsnr
-from hsi.inference_restoration import blend_weights, checkpoint_task, restore_scene, tile_starts
+from hsi.inference.restoration import blend_weights, checkpoint_task, restore_scene, tile_starts
 from hsi.models.registry import register_model
 from hsi.restoration_baselines import (
     bicubic_upsample,

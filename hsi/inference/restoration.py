@@ -343,7 +343,8 @@ def restore_scene(
     Returns a summary (sizes, tiles, seconds, output path, and the checkpoint or the model
     with its arguments).
     """
-    from hsi.inference import _open_scene, _torch_device
+    from hsi.inference.plan import _torch_device
+    from hsi.inference.scenes import _open_scene
 
     start = time.perf_counter()
     if (checkpoint is None) == (model is None):

@@ -19,8 +19,8 @@ environments), on CPUs (gloo) and GPUs (nccl), one GPU per rank. In predict mode
 does not wrap the model in DistributedDataParallel, so ranks only meet at start-up (the
 shard-directory name is broadcast from rank 0) and at the final barrier. Reading, the
 preprocessing, the model and the output writing are predict_scene's own pieces
-(``hsi.inference._plan_prediction``, ``_WindowReader``, ``_window_maps``,
-``_SceneOutputs``), not copies.
+(``hsi.inference.plan._plan_prediction``, ``windows._WindowReader``, ``windows._window_maps``,
+``outputs._SceneOutputs``), not copies.
 
 Launching (the output directory must be on a file system every node sees, since rank 0
 assembles the shards of all ranks there)::
@@ -69,16 +69,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hsi.errors import ConfigError, DataError
-from hsi.inference import (
-    PathLike,
-    Window,
-    _Plan,
-    _plan_prediction,
-    _SceneOutputs,
-    _window_maps,
-    _WindowReader,
-    classify_cube,
-)
+from hsi.inference.dense import classify_cube
+from hsi.inference.outputs import _SceneOutputs
+from hsi.inference.plan import _Plan, _plan_prediction
+from hsi.inference.scenes import PathLike, Window
+from hsi.inference.windows import _window_maps, _WindowReader
 
 __all__ = ["launched_world", "predict_scene_distributed"]
 
