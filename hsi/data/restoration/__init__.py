@@ -18,7 +18,7 @@ strip, so no evaluated pixel was ever part of a training crop (the tests check t
 ``test_scenes`` list named by ``test_list`` is the test set, every scene on none of the card's
 test lists trains except ``val_scenes`` of them drawn with ``seed`` for validation. Scenes are
 read on demand and never all held: training crops come from an LRU cache of ``cache_scenes``
-scenes, visited group by group (see :class:`_CollectionCrops`).
+scenes, visited group by group (see :mod:`~hsi.data.restoration.collection`).
 
 **Scaling** to ``[0, 1]``, fitted on the training part only (the papers use the data's
 minimum and maximum, e.g. QRNN3D's ``minmax_normalize`` of each ICVL cube):

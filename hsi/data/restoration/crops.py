@@ -130,7 +130,8 @@ EVAL_PART_CODES = {"val": 1, "test": 2}
 def _eval_rng(seed: int, code: int, index: int, noise_key: int | None) -> np.random.Generator:
     """The generator of held-out image ``index`` of part ``code``: seeded by
     ``(seed, part, index)``, plus ``noise_key`` for an extra test degradation (see
-    :meth:`RestorationDataModule.test_datasets`), so every case has its own fixed noise."""
+    :meth:`~hsi.data.restoration.datamodule.RestorationDataModule.test_datasets`), so every
+    case has its own fixed noise."""
     key = [seed, 1000 + code, index]
     return np.random.default_rng(key if noise_key is None else [*key, noise_key])
 
