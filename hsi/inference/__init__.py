@@ -23,8 +23,22 @@ window), ``windows`` (one window preprocessed, its probabilities turned into map
 ``predict`` (predict_scene) and ``cli`` (``hsi predict``).
 """
 
-from hsi.inference.cli import scene_main
-from hsi.inference.dense import classify_cube
-from hsi.inference.predict import predict_scene
+from importlib import import_module
+from typing import Any
 
 __all__ = ["classify_cube", "predict_scene", "scene_main"]
+
+# Each public name is imported from its module on first use: the package's modules
+# (distributed, restoration) and the classification task's test step, which needs only
+# classify_cube, then do not load scene prediction (checkpoint loading, Lightning, rasterio).
+_HOMES = {
+    "classify_cube": "hsi.inference.dense",
+    "predict_scene": "hsi.inference.predict",
+    "scene_main": "hsi.inference.cli",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'hsi.inference' has no attribute {name!r}")
