@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from hsi.benchmarks import (
     PUBLISHED_METRICS,
     load_published,
     load_suites,
+    run_lock,
     runner,
     running,
     unresolved_claims,
@@ -289,6 +293,83 @@ def test_suite_is_resumable(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(argv) == 0
     assert len(calls) == 1
     assert capsys.readouterr().out.count("already done") == 2
+
+
+def _pid_of_finished_process() -> int:
+    """The pid of a process that has exited (a stale lock's owner)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _write_lock(folder: Path, pid: int, host: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / run_lock.LOCK_NAME
+    owner = {"pid": pid, "host": host or socket.gethostname(), "since": "2026-11-24T09:00:00+00:00"}
+    lock.write_text(json.dumps(owner))
+    return lock
+
+
+def test_a_run_another_process_trains_is_left_to_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Two `hsi benchmark` processes on one output folder never train the same run."""
+    suites = _toy_suite(tmp_path)
+    out = tmp_path / "out"
+    run = load_suites(suites)["toy"].runs[0]
+    # seed 0 is being trained by a live process (this test's parent)
+    lock = _write_lock(run_dir(out, run, 0), os.getppid())
+    held_during_fit: list[dict] = []
+    calls: list[list[str]] = []
+    fake = _fake_fit(calls)
+
+    def fit(args: list[str]) -> int:  # only seed 1 trains: seed 0 is held
+        lock_file = run_dir(out, run, 1) / run_lock.LOCK_NAME
+        held_during_fit.append(json.loads(lock_file.read_text()))
+        return fake(args)
+
+    monkeypatch.setattr(running, "_fit", fit)
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert len(calls) == 1 and "--seed_everything=1" in calls[0]
+    assert f"toy_run seed 0: being trained by another process (pid {os.getppid()} on" in printed
+    # the training process held seed 1's lock while it trained, and released it after
+    assert len(held_during_fit) == 1 and held_during_fit[0]["pid"] == os.getpid()
+    assert not (run_dir(out, run, 1) / run_lock.LOCK_NAME).exists()
+    assert lock.exists()  # the other process's lock is not touched
+    # the table and --status say that seed 0 is training now
+    assert main([*argv, "--status"]) == 0
+    assert f"toy_run seed 0: in progress (training now: pid {os.getppid()} on" in (
+        capsys.readouterr().out
+    )
+    # a lock from another host cannot be checked: it counts as held
+    other = _write_lock(run_dir(out, run, 0), _pid_of_finished_process(), host="elsewhere")
+    assert main(argv) == 0 and len(calls) == 1
+    assert "being trained by another process (pid" in capsys.readouterr().out
+    other.unlink()
+
+
+def test_a_stale_run_lock_is_taken_over(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A lock whose process has died (killed, machine restarted) does not block the run."""
+    suites = _toy_suite(tmp_path)
+    out = tmp_path / "out"
+    run = load_suites(suites)["toy"].runs[0]
+    lock = _write_lock(run_dir(out, run, 0), _pid_of_finished_process())
+    assert running.suite_progress(load_suites(suites)["toy"], out)[0].state == "not started"
+    calls: list[list[str]] = []
+    monkeypatch.setattr(running, "_fit", _fake_fit(calls))
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main(argv) == 0
+    assert len(calls) == 2 and not lock.exists()
+    assert "toy_run seed 0: training" in capsys.readouterr().out
+
+
+def test_the_run_lock_is_released_when_training_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), run_lock.claim_run(tmp_path / "run") as owner:
+        assert owner is None and run_lock.lock_owner(tmp_path / "run") is None  # own: not live
+        assert (tmp_path / "run" / run_lock.LOCK_NAME).exists()
+        raise RuntimeError("training broke")
+    assert not (tmp_path / "run" / run_lock.LOCK_NAME).exists()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []  # no temporary file left
 
 
 def test_killed_run_is_resumed_and_its_wall_time_falls_back_to_epochs(

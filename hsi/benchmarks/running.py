@@ -31,6 +31,7 @@ from hsi.benchmarks.records import (
     TASK_TABLES,
     load_reports,
 )
+from hsi.benchmarks.run_lock import claim_run, lock_owner
 from hsi.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class RunOutcome:
     run: str
     seed: int
     directory: Path
-    status: str  # "done", "skipped", "missing data", "failed", "stopped"
+    status: str  # "done", "skipped", "busy" (another process), "missing data", "failed", "stopped"
     message: str = ""
     seconds: float | None = None
 
@@ -242,6 +243,17 @@ def run_suite(
         if dry_run:
             echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
             return RunOutcome(run.name, seed, target, "dry run")
+        with claim_run(target) as owner:
+            if owner is not None:
+                echo(f"{head}: being trained by another process ({owner.describe()}), skipped")
+                return RunOutcome(run.name, seed, target, "busy", owner.describe())
+            report = _finished_report(target)  # finished while this process waited its turn
+            if report is not None:
+                echo(f"{head}: already done{_headline(report)}, skipped ({target})")
+                return RunOutcome(run.name, seed, target, "skipped")
+            return train(run, seed, head, target, args)
+
+    def train(run: SuiteRun, seed: int, head: str, target: Path, args: list[str]) -> RunOutcome:
         resumed = ResumeCheckpoint(target / RESUME_DIR).path.is_file()
         echo(f"{head}: {'resuming an interrupted run' if resumed else 'training'} -> {target}")
         start = time.perf_counter()
@@ -370,8 +382,9 @@ def suite_progress(
             outcome = said.get((run.name, seed))
             failure = outcome.message if outcome and outcome.status == "failed" else None
             resume = ResumeCheckpoint(target / RESUME_DIR)
-            if failure is None and not _newer(resume.path, target / FAILURE_NAME):
-                failure = _read_failure(target)  # unless a retry has trained since
+            owner = lock_owner(target)  # another process training it now
+            if failure is None and owner is None and not _newer(resume.path, target / FAILURE_NAME):
+                failure = _read_failure(target)  # unless a retry has trained since or does now
             if failure is not None:
                 pending.append(PendingRun(run.name, seed, "failed", failure))
                 continue
@@ -379,12 +392,15 @@ def suite_progress(
                 pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
                 continue
             done = _epochs_done(resume)
+            training = f"training now: {owner.describe()}" if owner else ""
             if done is None:
-                pending.append(PendingRun(run.name, seed, "not started"))
+                state = "in progress" if owner else "not started"
+                pending.append(PendingRun(run.name, seed, state, training))
                 continue
             epochs, seconds = done
             of = f" of {planned}" if planned else ""
-            detail = f"{epochs}{of} epochs finished, resumable"
+            detail = f"{training}; " if training else ""
+            detail += f"{epochs}{of} epochs finished, resumable"
             if seconds:
                 median = float(np.median(seconds))
                 detail += f"; median {median:.0f} s per epoch"
