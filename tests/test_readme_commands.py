@@ -49,7 +49,8 @@ def readme_paths() -> list[str]:
 
 def readme_commands() -> list[list[str]]:
     """The ``hsi ...`` and ``python ...`` commands of the README's shell blocks, as argv
-    lists: continuation lines joined, comments and leading ``VAR=value`` assignments dropped."""
+    lists (continuation lines joined, comments and leading ``VAR=value`` assignments
+    dropped), and the whole ``hsi fit``/``hsi test`` commands its prose quotes."""
     commands = []
     for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", README, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -62,6 +63,9 @@ def readme_commands() -> list[list[str]]:
             is_script = argv[:1] == ["python"] and argv[1:2] != ["-m"]
             if argv[:1] == ["hsi"] or is_script or argv[:3] == ["python", "-m", "hsi.pretrained"]:
                 commands.append(argv)
+    # whole `hsi fit|test --config ...` commands quoted in the prose, braces expanded
+    for span in re.findall(r"`(hsi (?:fit|test) --config [^`]*)`", README):
+        commands.extend(shlex.split(c) for c in _expand_braces(span))
     return commands
 
 
