@@ -774,3 +774,21 @@ def test_a_suite_run_that_wrote_a_restoration_report_counts_as_done(
     assert main([*argv, "--seeds", "0"]) == 0
     assert calls == []
     assert "already done (PSNR (dB) 38.50), skipped" in capsys.readouterr().out
+
+
+def test_the_run_lock_works_without_hard_links(tmp_path: Path, monkeypatch) -> None:
+    """File systems without hard links (FAT, some network mounts) fall back to an
+    exclusive create: the lock still excludes a second holder."""
+
+    def no_links(src, dst) -> None:  # noqa: ANN001
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(run_lock.os, "link", no_links)
+    with run_lock.claim_run(tmp_path / "run") as owner:
+        assert owner is None
+        held = json.loads((tmp_path / "run" / run_lock.LOCK_NAME).read_text())
+        assert held["pid"] == os.getpid()
+        assert not run_lock._create_with_content(
+            tmp_path / "run" / run_lock.LOCK_NAME, run_lock.LockOwner(1, "h", "t")
+        )
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []

@@ -70,13 +70,21 @@ def lock_owner(folder: str | Path) -> LockOwner | None:
 def _create_with_content(path: Path, owner: LockOwner) -> bool:
     """Create ``path`` holding ``owner``, atomically: the file appears with its content or
     not at all (``os.link`` fails when the name exists). False when it already exists."""
+    content = json.dumps(asdict(owner))
     fd, tmp = tempfile.mkstemp(prefix=".lock-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(owner), f)
+            f.write(content)
         os.link(tmp, path)
     except FileExistsError:
         return False
+    except OSError:  # a file system without hard links: exclusive create, then write
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
     finally:
         os.unlink(tmp)
     return True
@@ -105,8 +113,8 @@ def claim_run(folder: str | Path) -> Iterator[LockOwner | None]:
         if owner is not None and owner.alive():
             yield owner
             return
-        # stale (its process is gone) or unreadable (lock files are written whole, so
-        # only a foreign or damaged file is): take it over
+        # stale (its process is gone) or unreadable (a foreign or damaged file; or, on a
+        # file system without hard links, one being written this instant): take it over
         path.unlink(missing_ok=True)
     else:
         owner = _read_owner(path)
