@@ -31,7 +31,7 @@ from hsi.benchmarks.records import (
     TASK_TABLES,
     load_reports,
 )
-from hsi.benchmarks.run_lock import claim_run, lock_owner
+from hsi.benchmarks.run_lock import LOCK_NAME, claim_run, lock_owner
 from hsi.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -245,7 +245,10 @@ def run_suite(
             return RunOutcome(run.name, seed, target, "dry run")
         with claim_run(target) as owner:
             if owner is not None:
-                echo(f"{head}: being trained by another process ({owner.describe()}), skipped")
+                echo(
+                    f"{head}: being trained by another process ({owner.describe()}), skipped; "
+                    f"if no such process trains it, delete {target / LOCK_NAME}"
+                )
                 return RunOutcome(run.name, seed, target, "busy", owner.describe())
             report = _finished_report(target)  # finished while this process waited its turn
             if report is not None:
