@@ -15,9 +15,12 @@ the settings of their ``CosineAnnealingWarmRestarts``).
 from __future__ import annotations
 
 import contextlib
+import csv
+import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from hsi.errors import ConfigError, DataError
 from hsi.nn.lora import LoRALinear
+
+log = logging.getLogger(__name__)
 
 
 class CyclicLoRAScaling(Callback):
@@ -134,7 +139,8 @@ class ResumeCheckpoint(Checkpoint):
     lent stop a command after ten minutes; a run must survive ``timeout``, a closed session
     or a preempted machine. ``hsi fit --resume_dir DIR`` adds this callback and, when
     ``DIR/last.ckpt`` exists, resumes from it (weights, optimiser, schedulers, loop
-    counters, the best-checkpoint bookkeeping and the task's epoch timings).
+    counters, the best-checkpoint bookkeeping and the task's epoch timings), in the same log
+    folder, whose CSV learning curve keeps the finished epochs' rows.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` is not enough: since 2.x it writes
     ``last.ckpt`` only in epochs that also write a best checkpoint. The file is written to a
@@ -151,6 +157,7 @@ class ResumeCheckpoint(Checkpoint):
         # what must not change between the killed run and its continuation (the CLI gives the
         # model section of the config): kept in the checkpoint, compared on resume
         self.fingerprint = None if fingerprint is None else dict(fingerprint)
+        self._kept_metrics: _CsvRows | None = None
 
     @property
     def path(self) -> Path:
@@ -204,9 +211,65 @@ class ResumeCheckpoint(Checkpoint):
         """What :meth:`state_dict` put into the checkpoint (empty for a foreign one)."""
         return (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
 
+    def keep_logged_metrics(self, logger: Any, checkpoint: dict[str, Any]) -> None:
+        """Read the CSV log's rows of the epochs the resume file holds, to write them back
+        once the resumed fit starts (:meth:`on_fit_start`).
+
+        Why: Lightning's CSV logger deletes ``metrics.csv`` when it reopens a log folder
+        that is not empty, so a resumed run would keep only its last segment's learning
+        curve. Rows of the killed, unfinished epoch are left out: that epoch is trained
+        again. Call this before the fit starts (the CLI does, in ``before_fit``).
+        """
+        path = _csv_metrics_path(logger)
+        if path is None or not path.is_file():
+            return
+        last_epoch = int(checkpoint.get("epoch", -1))
+        try:
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                header = list(reader.fieldnames or [])
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            log.warning("%s cannot be read (%s): the resumed log starts afresh", path, exc)
+            return
+        finished = [r for r in rows if (epoch := _row_epoch(r)) is not None and epoch <= last_epoch]
+        self._kept_metrics = _CsvRows(header, finished)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        kept, self._kept_metrics = self._kept_metrics, None
+        if kept is None or not kept.rows or not trainer.is_global_zero:
+            return
+        writer = trainer.logger.experiment  # opening the log folder deletes the old file
+        keys = getattr(writer, "metrics_keys", None)
+        path = getattr(writer, "metrics_file_path", None)
+        if keys is None or path is None:  # another Lightning, whose CSV writer differs
+            log.warning("the CSV log of the epochs before the resume could not be put back")
+            return
+        header = sorted(set(keys) | set(kept.header))
+        try:
+            with open(path, "w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=header)
+                out.writeheader()
+                out.writerows(kept.rows)
+        except (OSError, ValueError) as exc:  # ValueError: a damaged row with extra fields
+            log.warning("the CSV log of the epochs before the resume was not put back: %s", exc)
+            Path(path).unlink(missing_ok=True)  # as Lightning left it: it writes a new one
+            return
+        writer.metrics_keys = header  # its later writes append under (or extend) this header
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the previous epoch's end-of-epoch metrics are logged after on_train_epoch_end
+        # (after the resume file was written): write them out now
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.save()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = trainer.logger
         self._logger_version = None if logger is None else logger.version
+        if trainer.is_global_zero:
+            for each in trainer.loggers:  # the logs on disk hold every row logged so far
+                each.save()
         tmp = self.path.with_name(self.FILENAME + ".tmp")
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -220,6 +283,29 @@ class ResumeCheckpoint(Checkpoint):
         self.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.dirpath.rmdir()  # only when empty
+
+
+@dataclass(frozen=True)
+class _CsvRows:
+    header: list[str]
+    rows: list[dict[str, str]]
+
+
+def _csv_metrics_path(logger: Any) -> Path | None:
+    """The ``metrics.csv`` a Lightning CSV logger writes, or None for other loggers."""
+    from lightning.fabric.loggers.csv_logs import CSVLogger as FabricCSVLogger
+    from lightning.pytorch.loggers import CSVLogger
+
+    if not isinstance(logger, (CSVLogger, FabricCSVLogger)):
+        return None
+    return Path(logger.log_dir) / "metrics.csv"
+
+
+def _row_epoch(row: Mapping[str, str]) -> int | None:
+    try:
+        return int(float(row.get("epoch") or ""))
+    except ValueError:
+        return None
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

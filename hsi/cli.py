@@ -96,6 +96,7 @@ def _build_cli_class() -> type:
             logger, version = self.trainer.logger, resume.saved_logger_version(checkpoint)
             if version is not None and getattr(logger, "_version", "") is None:
                 logger._version = version  # type: ignore[union-attr]
+            resume.keep_logged_metrics(logger, checkpoint)
 
         def after_fit(self) -> None:
             self._test_after_fit()

@@ -83,12 +83,16 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path, one_thread) -> N
     report = json.loads((run / "test_report.json").read_text())
     assert report["epochs_run"] == 4  # the timings of the killed segment travelled along
     assert len(report["timings"]["train_epoch_seconds"]) == 4
-    # the best epoch is chosen over both segments: the first segment's best score survived
-    # the restart (metrics.csv holds only the second segment: a kill loses unflushed rows)
+    # the learning curve covers both segments, each epoch once (Lightning's CSV logger
+    # deletes metrics.csv when it reopens the folder; the finished epochs' rows are put back)
     with (run / "metrics.csv").open() as f:
-        val = {int(r["epoch"]): float(r["val/OA"]) for r in csv.DictReader(f) if r["val/OA"]}
-    assert sorted(val) == [2, 3]
-    val[first_best_epoch] = first_best
+        rows = list(csv.DictReader(f))
+    val_rows = [(int(r["epoch"]), float(r["val/OA"])) for r in rows if r["val/OA"]]
+    assert [e for e, _ in val_rows] == [0, 1, 2, 3]
+    val = dict(val_rows)
+    assert val[first_best_epoch] == pytest.approx(first_best, abs=1e-4)
+    assert any(r["test/OA"] for r in rows)  # the test after fit logged into the same file
+    # the best epoch is chosen over both segments: the first segment's best score survived
     best = max(val.values())
     assert report["checkpoint_epoch"] == min(e for e, v in val.items() if v == best)
     assert not resume.exists()
@@ -183,3 +187,21 @@ def test_resume_file_of_another_model_or_a_corrupt_one_is_a_clear_error(
     (resume / "last.ckpt").write_bytes(data[: len(data) // 2])
     assert main(common) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_a_damaged_csv_log_does_not_stop_the_resume(tmp_path: Path, one_thread, caplog) -> None:
+    """The learning curve is put back when it can be; a damaged one only costs the curve."""
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    resume = tmp_path / "resume"
+    common = ["fit", "--config", str(cfg), "--trainer.max_epochs=3", f"--resume_dir={resume}"]
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*common, _probe(tmp_path / "first.json", crash_at=1)])
+    log_csv = tmp_path / "runs" / "toy" / "version_0" / "metrics.csv"
+    log_csv.write_text("epoch,step,val/OA\n0,3,50.0,unexpected,extra\n")  # a damaged row
+    with caplog.at_level("WARNING", logger="hsi.callbacks"):
+        assert main([*common, _probe(tmp_path / "second.json")]) == 0
+    assert "was not put back" in caplog.text
+    with log_csv.open() as f:
+        epochs = {int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/OA")}
+    assert epochs == {1, 2}  # the resumed segment's rows, under a proper header
