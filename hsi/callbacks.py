@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from hsi.errors import ConfigError, DataError
 from hsi.nn.lora import LoRALinear
+from hsi.run_lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class ResumeCheckpoint(Checkpoint):
         # model section of the config): kept in the checkpoint, compared on resume
         self.fingerprint = None if fingerprint is None else dict(fingerprint)
         self._kept_metrics: _CsvRows | None = None
+        self._lock = FolderLock(self.dirpath)
 
     @property
     def path(self) -> Path:
@@ -257,6 +259,28 @@ class ResumeCheckpoint(Checkpoint):
             return
         writer.metrics_keys = header  # its later writes append under (or extend) this header
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # one process per resume folder: a second `hsi fit` on it would overwrite this
+        # run's resume file and logs
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        owner = self._lock.acquire()
+        if owner is not None:
+            raise ConfigError(
+                f"--resume_dir {self.dirpath} is in use by another run ({owner.describe()}); "
+                f"wait for it to finish or give another --resume_dir (delete {self._lock.path} "
+                "if no such process runs)"
+            )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._lock.release()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._lock.release()
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the previous epoch's end-of-epoch metrics are logged after on_train_epoch_end
         # (after the resume file was written): write them out now
@@ -280,6 +304,7 @@ class ResumeCheckpoint(Checkpoint):
 
     def remove(self) -> None:
         """Delete the resume file (the run finished: there is nothing left to resume)."""
+        self._lock.release()
         self.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.dirpath.rmdir()  # only when empty

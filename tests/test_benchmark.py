@@ -17,12 +17,12 @@ import pytest
 import torch
 import yaml
 
+from hsi import run_lock
 from hsi.benchmarks import (
     METRICS,
     PUBLISHED_METRICS,
     load_published,
     load_suites,
-    run_lock,
     runner,
     running,
     unresolved_claims,

@@ -6,6 +6,9 @@ import csv
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +18,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from test_cli_e2e import _config, _write_scene
 
+from hsi import run_lock
 from hsi.callbacks import ResumeCheckpoint
 from hsi.cli import main
 
@@ -205,3 +209,33 @@ def test_a_damaged_csv_log_does_not_stop_the_resume(tmp_path: Path, one_thread, 
     with log_csv.open() as f:
         epochs = {int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/OA")}
     assert epochs == {1, 2}  # the resumed segment's rows, under a proper header
+
+
+def test_a_resume_dir_in_use_by_another_run_is_a_clear_error(
+    tmp_path: Path, one_thread, capsys
+) -> None:
+    """Two `hsi fit` on one --resume_dir would overwrite each other's resume file and logs."""
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    lock = resume / run_lock.LOCK_NAME
+    held = {"pid": os.getppid(), "host": socket.gethostname(), "since": "2026-11-24T09:00:00"}
+    lock.write_text(json.dumps(held))  # a live process (this test's parent) trains there
+    argv = ["fit", "--config", str(cfg), "--trainer.max_epochs=1", f"--resume_dir={resume}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--resume_dir {resume} is in use by another run (pid {os.getppid()} on" in err
+    assert json.loads(lock.read_text()) == held  # the other run's lock is left alone
+    assert sorted(p.name for p in resume.iterdir()) == [run_lock.LOCK_NAME]
+
+    # once its owner is gone, the lock is stale: the run trains, and cleans up after itself
+    lock.write_text(json.dumps({**held, "pid": _finished_pid()}))
+    assert main(argv) == 0
+    assert not resume.exists()
+
+
+def _finished_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

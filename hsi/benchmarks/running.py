@@ -31,8 +31,8 @@ from hsi.benchmarks.records import (
     TASK_TABLES,
     load_reports,
 )
-from hsi.benchmarks.run_lock import LOCK_NAME, claim_run, lock_owner
 from hsi.errors import ConfigError, DataError
+from hsi.run_lock import LOCK_NAME, claim_run, lock_owner
 
 if TYPE_CHECKING:
     from hsi.callbacks import ResumeCheckpoint

@@ -1,13 +1,16 @@
-"""One process at a time per suite run: a lock file in the run's folder.
+"""One process at a time per run folder: a lock file that names its owner.
 
-Why: a suite trains for hours in the background, and a second ``hsi benchmark`` on the same
-output folder would otherwise train the same run at the same time. That second process can
-come from another terminal, a job restarted while the first still runs, or the other half of
-a suite started on a free core. Both would write the same resume checkpoint and the same
-report. The lock names its owner (pid, host, start time), so the second process skips the
-run and says who holds it, and ``--status`` shows the run as training now. A lock whose
-process has died on this host is stale and is taken over. A lock from another host cannot be
-checked, so it counts as held; delete it by hand if that run is known to be dead.
+Why: a training run writes one resume checkpoint, one log folder and one report; two
+processes training it at once would overwrite each other's files. That happens easily with
+runs of hours in the background: the same command started again in another terminal, a job
+restarted while the first still runs, or the other half of a benchmark suite started on a
+free core. ``hsi benchmark`` locks each suite run's folder (a second process skips that run
+and says who holds it; ``--status`` shows it as training now), and ``hsi fit --resume_dir``
+locks the resume folder (a second ``hsi fit`` on it stops with a clear error).
+
+The lock file holds the owner's pid, host and start time. A lock whose process has died on
+this host is stale and is taken over. A lock from another host cannot be checked, so it
+counts as held; delete it by hand if that run is known to be dead.
 """
 
 from __future__ import annotations
@@ -90,6 +93,43 @@ def _create_with_content(path: Path, owner: LockOwner) -> bool:
     return True
 
 
+class FolderLock:
+    """The lock of one folder, held by this process between :meth:`acquire` and
+    :meth:`release` (:func:`claim_run` wraps the two for a ``with`` block)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / LOCK_NAME
+        self._me: LockOwner | None = None
+
+    def acquire(self) -> LockOwner | None:
+        """Take the lock: None when this process holds it now, else its live owner."""
+        if self._me is not None:
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = LockOwner(
+            os.getpid(),
+            socket.gethostname(),
+            _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        for _ in range(3):  # a stale lock is removed and the claim tried again
+            if _create_with_content(self.path, me):
+                self._me = me
+                return None
+            owner = _read_owner(self.path)
+            if owner is not None and owner.alive():
+                return owner
+            # stale (its process is gone) or unreadable (a foreign or damaged file; or, on a
+            # file system without hard links, one being written this instant): take it over
+            self.path.unlink(missing_ok=True)
+        return _read_owner(self.path) or LockOwner(-1, "unknown", "unknown")
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it (safe to call more than once)."""
+        if self._me is not None and _read_owner(self.path) == self._me:
+            self.path.unlink(missing_ok=True)
+        self._me = None
+
+
 @contextlib.contextmanager
 def claim_run(folder: str | Path) -> Iterator[LockOwner | None]:
     """Hold the run in ``folder`` for the ``with`` block.
@@ -98,30 +138,12 @@ def claim_run(folder: str | Path) -> Iterator[LockOwner | None]:
     the caller should leave the run alone. The lock is removed when the block ends, also
     on errors and on signals that raise.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    me = LockOwner(
-        os.getpid(),
-        socket.gethostname(),
-        _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-    for _ in range(3):  # a stale lock is removed and the claim tried again
-        if _create_with_content(path, me):
-            break
-        owner = _read_owner(path)
-        if owner is not None and owner.alive():
-            yield owner
-            return
-        # stale (its process is gone) or unreadable (a foreign or damaged file; or, on a
-        # file system without hard links, one being written this instant): take it over
-        path.unlink(missing_ok=True)
-    else:
-        owner = _read_owner(path)
-        yield owner or LockOwner(-1, "unknown", "unknown")
+    lock = FolderLock(folder)
+    owner = lock.acquire()
+    if owner is not None:
+        yield owner
         return
     try:
         yield None
     finally:
-        if _read_owner(path) == me:
-            path.unlink(missing_ok=True)
+        lock.release()
