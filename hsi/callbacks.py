@@ -141,7 +141,9 @@ class ResumeCheckpoint(Checkpoint):
     or a preempted machine. ``hsi fit --resume_dir DIR`` adds this callback and, when
     ``DIR/last.ckpt`` exists, resumes from it (weights, optimiser, schedulers, loop
     counters, the best-checkpoint bookkeeping and the task's epoch timings), in the same log
-    folder, whose CSV learning curve keeps the finished epochs' rows.
+    folder, whose CSV learning curve keeps the finished epochs' rows. ``DIR`` is locked
+    (:mod:`hsi.run_lock`) while the fit runs, so a second ``hsi fit`` on it stops with an
+    error instead of overwriting this run's files.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` is not enough: since 2.x it writes
     ``last.ckpt`` only in epochs that also write a best checkpoint. The file is written to a
