@@ -58,6 +58,7 @@ def write_report(
     parameters: int | None = 5_122_176,
     trainable: int | None = None,
     epoch_seconds: list[float] | None = None,
+    epoch_cpu_seconds: list[float] | None = None,
 ) -> Path:
     """A test report with the layout hsi.reports.write_classification_report writes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,11 @@ def write_report(
         "model": model,
         "epochs_run": epochs,
         "metrics": {"OA": oa, "AA": aa, "kappa": kappa},
-        "timings": {"test_seconds": 1.0, "train_epoch_seconds": epoch_seconds or [2.0] * epochs},
+        "timings": {
+            "test_seconds": 1.0,
+            "train_epoch_seconds": epoch_seconds or [2.0] * epochs,
+            "train_epoch_cpu_seconds": epoch_cpu_seconds,
+        },
         "parameters": parameters,
         "task": {"model": model, "parameters": parameters, "trainable_parameters": trainable},
         "data": {
@@ -604,6 +609,8 @@ def test_rows_give_parameters_trainable_and_median_epoch_time(tmp_path: Path) ->
             parameters=183_199_916,
             trainable=2_150_672,
             epoch_seconds=[150.0, 160.0 + seed, 900.0],
+            # the 900 s epoch waited for other jobs: its CPU time is like the others'
+            epoch_cpu_seconds=[140.0, 145.0 + 2 * seed, 150.0],
         )
         for seed in (0, 1)
     ]
@@ -615,11 +622,13 @@ def test_rows_give_parameters_trainable_and_median_epoch_time(tmp_path: Path) ->
     row = by_model["lola_specvit"]
     assert row.parameters == [183_199_916] and row.trainable_parameters == [2_150_672]
     assert row.epoch_seconds == pytest.approx(160.5)  # median of the seeds' medians 160, 161
+    assert row.epoch_cpu_seconds == pytest.approx(146.0)  # of the seeds' medians 145, 147
     md = render_markdown(rows)
     header = next(line for line in md.splitlines() if line.startswith("| run |"))
-    assert "| parameters | epochs | s / epoch | wall |" in header
-    assert "| 183,199,916 (2,150,672 trainable) | 3 | 160 |" in md  # 160.5 rounds to even
-    assert "| 67,064 | 3 | 2.0 |" in md  # all trainable: the count alone
+    assert "| parameters | epochs | s / epoch | CPU s / epoch | wall |" in header
+    assert "| 183,199,916 (2,150,672 trainable) | 3 | 160 | 146 |" in md  # 160.5 rounds to even
+    assert "| 67,064 | 3 | 2.0 | — |" in md  # all trainable: the count alone; no CPU times
+    assert row.to_dict()["epoch_cpu_seconds"] == pytest.approx(146.0)
     assert by_model["hybridsn"].to_dict()["trainable_parameters"] == [67_064]
 
 

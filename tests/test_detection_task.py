@@ -115,6 +115,7 @@ def test_fit_one_epoch_test_and_checkpoint_round_trip(tmp_path) -> None:
     assert set(report["metrics"]["point_recall_by_area"]) == {"<1", "1-4", ">=4", "all"}
     # seconds per training epoch, measured by the task (the figure issue reports quote)
     assert len(report["train_epoch_seconds"]) == 1 and report["train_epoch_seconds"][0] > 0
+    assert len(report["train_epoch_cpu_seconds"]) == 1 and report["train_epoch_cpu_seconds"][0] > 0
     record = load_report(tmp_path / "report" / "detection_report.json")  # as hsi benchmark
     assert (record.task, record.protocol, record.leaky) == (
         "detection",

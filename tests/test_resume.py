@@ -71,6 +71,7 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path, one_thread) -> N
     assert json.loads(first.read_text()) == [0, 1]
     saved = torch.load(resume / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1 and len(saved["hsi_epoch_seconds"]) == 2
+    assert len(saved["hsi_epoch_cpu_seconds"]) == 2
     best_state = next(v for k, v in saved["callbacks"].items() if "val/OA" in k)
     first_best = float(best_state["best_model_score"])
     first_best_epoch = int(Path(best_state["best_model_path"]).stem.split("epoch")[1])
@@ -87,6 +88,8 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path, one_thread) -> N
     report = json.loads((run / "test_report.json").read_text())
     assert report["epochs_run"] == 4  # the timings of the killed segment travelled along
     assert len(report["timings"]["train_epoch_seconds"]) == 4
+    cpu = report["timings"]["train_epoch_cpu_seconds"]  # travelled along too
+    assert len(cpu) == 4 and all(c > 0 for c in cpu)
     # the learning curve covers both segments, each epoch once (Lightning's CSV logger
     # deletes metrics.csv when it reopens the folder; the finished epochs' rows are put back)
     with (run / "metrics.csv").open() as f:

@@ -162,6 +162,7 @@ class ReportRecord:
     parameters: int | None = None
     trainable_parameters: int | None = None  # fewer than parameters with LoRA fine-tuning
     epoch_seconds: float | None = None  # median training epoch
+    epoch_cpu_seconds: float | None = None  # its median process CPU time (load-independent)
 
     @property
     def experiment(self) -> str:
@@ -295,6 +296,7 @@ def _classification(
             parameters=_count(report.get("parameters", task.get("parameters"))),
             trainable_parameters=_count(task.get("trainable_parameters")),
             epoch_seconds=_median(timings.get("train_epoch_seconds")),
+            epoch_cpu_seconds=_median(timings.get("train_epoch_cpu_seconds")),
         )
     ]
 
@@ -363,6 +365,7 @@ def _restoration(path: Path, report: dict[str, Any], sidecar: dict[str, Any]) ->
                 parameters=_count(model.get("parameters")),
                 trainable_parameters=_count(model.get("trainable_parameters")),
                 epoch_seconds=_median(timings.get("train_epoch_seconds")),
+                epoch_cpu_seconds=_median(timings.get("train_epoch_cpu_seconds")),
             )
         )
     if not records:
@@ -418,6 +421,7 @@ def _detection(path: Path, report: dict[str, Any], sidecar: dict[str, Any]) -> l
             parameters=_count(report.get("parameters")),
             trainable_parameters=_count(report.get("trainable_parameters")),
             epoch_seconds=_median(epoch_seconds),
+            epoch_cpu_seconds=_median(report.get("train_epoch_cpu_seconds")),
         )
     ]
 

@@ -76,6 +76,7 @@ class Row:
     parameters: list[int] = field(default_factory=list)  # distinct counts over the seeds
     trainable_parameters: list[int] = field(default_factory=list)
     epoch_seconds: float | None = None  # median over seeds of each seed's median epoch
+    epoch_cpu_seconds: float | None = None  # the same for the process CPU time per epoch
 
     @property
     def table(self) -> TaskTable:
@@ -146,6 +147,7 @@ class Row:
             "parameters": self.parameters,
             "trainable_parameters": self.trainable_parameters,
             "epoch_seconds": self.epoch_seconds,
+            "epoch_cpu_seconds": self.epoch_cpu_seconds,
             "wall_seconds": self.wall_seconds,
             "wall_measured": self.wall_measured,
             "hsi_versions": self.hsi_versions,
@@ -214,6 +216,7 @@ def aggregate(
             entry = match_published(first, published)
         walls = [r.wall_seconds for r in kept if r.wall_seconds is not None]
         epoch_times = [r.epoch_seconds for r in kept if r.epoch_seconds is not None]
+        epoch_cpu = [r.epoch_cpu_seconds for r in kept if r.epoch_cpu_seconds is not None]
         label = first.run or ", ".join(dict.fromkeys(r.experiment for r in kept))
         table = TASK_TABLES[first.task]
         stats = {
@@ -256,6 +259,7 @@ def aggregate(
                     {r.trainable_parameters for r in kept if r.trainable_parameters is not None}
                 ),
                 epoch_seconds=float(np.median(epoch_times)) if epoch_times else None,
+                epoch_cpu_seconds=float(np.median(epoch_cpu)) if epoch_cpu else None,
             )
         )
     order = list(TASK_TABLES)
@@ -363,6 +367,7 @@ def _task_header(table: TaskTable) -> list[str]:
         "parameters",
         "epochs",
         "s / epoch",
+        "CPU s / epoch",
         "wall",
         "hsi",
         "git",
@@ -410,6 +415,7 @@ def _task_cells(row: Row, ref: int | None) -> list[str]:
         _parameters_cell(row),
         ", ".join(str(e) for e in row.epochs) or "—",
         "—" if row.epoch_seconds is None else _epoch_seconds(row.epoch_seconds),
+        "—" if row.epoch_cpu_seconds is None else _epoch_seconds(row.epoch_cpu_seconds),
         wall,
         ", ".join(row.hsi_versions) or "—",
         ", ".join(row.gits) or "—",
@@ -434,7 +440,10 @@ def render_markdown(
     lines.append(
         f"Written {now} by hsi {hsi.__version__} (git {git_commit() or 'unknown'})"
         + "".join(f"; {k}: {v}" for k, v in context.items())
-        + ". Wall: per seed (≈: summed train epochs + test, not measured end to end)."
+        + ". Wall: per seed (≈: summed train epochs + test, not measured end to end). "
+        "s / epoch: median wall seconds of a training epoch; CPU s / epoch: the training "
+        "process's CPU time in it (all its threads), which other jobs on the machine do not "
+        "inflate."
     )
     refs: dict[str, int] = {}
     for row in rows:

@@ -95,6 +95,7 @@ class ClassificationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         self._epoch_start = 0.0
         self.checkpoint_epoch: int | None = None  # epoch index of the loaded checkpoint
         self.epoch_seconds: list[float] = []
+        self.epoch_cpu_seconds: list[float] = []  # process CPU time (EpochTimer)
         self._init_applied = False
         if None not in (in_bands, num_classes, patch_size):
             self._build()
@@ -329,6 +330,7 @@ class ClassificationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             timings={
                 "test_seconds": time.perf_counter() - self._test_start,
                 "train_epoch_seconds": self.epoch_seconds or None,
+                "train_epoch_cpu_seconds": self.epoch_cpu_seconds or None,
             },
             prediction=prediction,
             labels=getattr(getattr(dm, "scene", None), "labels", None),

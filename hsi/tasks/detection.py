@@ -118,6 +118,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
         self.data_description: dict[str, Any] | None = None
         self.image_size: tuple[int, int] | None = None
         self.epoch_seconds: list[float] = []  # logged as train/epoch_seconds (EpochTimer)
+        self.epoch_cpu_seconds: list[float] = []  # process CPU time (EpochTimer)
         self._reset_eval()
         if in_bands is not None and num_classes is not None:
             self._build()
@@ -281,6 +282,7 @@ class DetectionTask(EpochTimer, L.LightningModule):
             "trainable_parameters": trainable,
             "data": self.data_description,
             "train_epoch_seconds": self.epoch_seconds or None,
+            "train_epoch_cpu_seconds": self.epoch_cpu_seconds or None,
         }
         from hsi.data.writers import atomic_output
 

@@ -126,6 +126,7 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
         self.data_description: dict[str, Any] | None = None
         self.checkpoint_epoch: int | None = None
         self.epoch_seconds: list[float] = []
+        self.epoch_cpu_seconds: list[float] = []  # process CPU time (EpochTimer)
         self._epoch_start = 0.0
         self._val = _MeanOverImages()
         # per test loader (one per test degradation): restored and no-model reference
@@ -364,6 +365,7 @@ class RestorationTask(EpochTimer, ExportableCheckpoint, L.LightningModule):
             "timings": {
                 "test_seconds": time.perf_counter() - self._test_start,
                 "train_epoch_seconds": self.epoch_seconds or None,
+                "train_epoch_cpu_seconds": self.epoch_cpu_seconds or None,
             },
         }
         path = out_dir / "restoration_report.json"
