@@ -9,8 +9,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -300,13 +298,6 @@ def test_suite_is_resumable(tmp_path: Path, monkeypatch, capsys) -> None:
     assert capsys.readouterr().out.count("already done") == 2
 
 
-def _pid_of_finished_process() -> int:
-    """The pid of a process that has exited (a stale lock's owner)."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
 def _write_lock(folder: Path, pid: int, host: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / run_lock.LOCK_NAME
@@ -315,7 +306,9 @@ def _write_lock(folder: Path, pid: int, host: str | None = None) -> Path:
     return lock
 
 
-def test_a_run_another_process_trains_is_left_to_it(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_run_another_process_trains_is_left_to_it(
+    tmp_path: Path, monkeypatch, capsys, dead_pid
+) -> None:
     """Two `hsi benchmark` processes on one output folder never train the same run."""
     suites = _toy_suite(tmp_path)
     out = tmp_path / "out"
@@ -347,18 +340,18 @@ def test_a_run_another_process_trains_is_left_to_it(tmp_path: Path, monkeypatch,
         capsys.readouterr().out
     )
     # a lock from another host cannot be checked: it counts as held
-    other = _write_lock(run_dir(out, run, 0), _pid_of_finished_process(), host="elsewhere")
+    other = _write_lock(run_dir(out, run, 0), dead_pid, host="elsewhere")
     assert main(argv) == 0 and len(calls) == 1
     assert "being trained by another process (pid" in capsys.readouterr().out
     other.unlink()
 
 
-def test_a_stale_run_lock_is_taken_over(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_stale_run_lock_is_taken_over(tmp_path: Path, monkeypatch, capsys, dead_pid) -> None:
     """A lock whose process has died (killed, machine restarted) does not block the run."""
     suites = _toy_suite(tmp_path)
     out = tmp_path / "out"
     run = load_suites(suites)["toy"].runs[0]
-    lock = _write_lock(run_dir(out, run, 0), _pid_of_finished_process())
+    lock = _write_lock(run_dir(out, run, 0), dead_pid)
     assert running.suite_progress(load_suites(suites)["toy"], out)[0].state == "not started"
     calls: list[list[str]] = []
     monkeypatch.setattr(running, "_fit", _fake_fit(calls))

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -215,7 +213,7 @@ def test_a_damaged_csv_log_does_not_stop_the_resume(tmp_path: Path, one_thread, 
 
 
 def test_a_resume_dir_in_use_by_another_run_is_a_clear_error(
-    tmp_path: Path, one_thread, capsys
+    tmp_path: Path, one_thread, capsys, dead_pid
 ) -> None:
     """Two `hsi fit` on one --resume_dir would overwrite each other's resume file and logs."""
     image, gt = _write_scene(tmp_path)
@@ -233,12 +231,6 @@ def test_a_resume_dir_in_use_by_another_run_is_a_clear_error(
     assert sorted(p.name for p in resume.iterdir()) == [run_lock.LOCK_NAME]
 
     # once its owner is gone, the lock is stale: the run trains, and cleans up after itself
-    lock.write_text(json.dumps({**held, "pid": _finished_pid()}))
+    lock.write_text(json.dumps({**held, "pid": dead_pid}))
     assert main(argv) == 0
     assert not resume.exists()
-
-
-def _finished_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
