@@ -1,19 +1,23 @@
-"""HybridSN's CPU training step: PyTorch's default memory layout against channels_last_3d.
+"""A classifier's CPU training step: PyTorch's default memory layout against channels_last_3d.
 
 Why: on the CPU, oneDNN may run 3-D convolutions faster on channels-last (NDHWC) tensors.
-HybridSN spends most of its time in three Conv3d layers and one Conv2d layer. Whether the
-whole training step gains depends on the layout conversions between those layers, so this
-times the whole step (forward, backward and an AdamW update) on batches of real-sized
-patches, with and without ``channels_last_3d`` weights and inputs.
+HybridSN spends most of its time in three Conv3d layers and one Conv2d layer; LoLA-SpecViT
+and VP-Hype have a Conv3d stem before their transformer. Whether the whole training step
+gains depends on the layout conversions around those layers, so this times the whole step
+(forward, backward and an AdamW update) on batches of their configs' patch size, with the
+Conv3d weights in the default layout and in ``channels_last_3d``.
 
 Each candidate is timed as the process's CPU time per step (``time.process_time``) as well
 as wall time. On a machine that other jobs share, the wall time also counts the time those
-jobs hold the core, but the CPU time counts only this process's work. The candidates are
-interleaved (default, channels-last, default, ...) and the fastest of ``--repeats`` steps
-is kept for each. Both candidates start from the same weights, and their first-step losses
-are checked to agree. Usage::
+jobs hold the core; the CPU time leaves that out, though those jobs still slow it through
+shared caches and memory (on the 2-core development machine the ratio ranged from 1.05 to
+1.23 over 8 runs). The candidates are interleaved (default, channels-last, default, ...)
+and the fastest of ``--repeats`` steps is kept for each. Both candidates start from the
+same weights, in eval mode (so dropout does not make them differ), and their first-step
+losses are checked to agree. Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_conv3d_layout.py --batch 64 --repeats 6
+    OMP_NUM_THREADS=1 python benchmarks/bench_conv3d_layout.py --model vp_hype
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import time
 import torch
 
 from hsi import create_model
+
+# the configs' PCA components and patch size per model
+SHAPES = {"hybridsn": (30, 25), "lola_specvit": (15, 15), "vp_hype": (15, 15)}
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
@@ -36,19 +43,22 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(SHAPES), default="hybridsn")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--bands", type=int, default=30, help="PCA components (paper: 30)")
-    parser.add_argument("--patch", type=int, default=25, help="patch size (paper: 25)")
+    parser.add_argument("--bands", type=int, help="PCA components (default: the config's)")
+    parser.add_argument("--patch", type=int, help="patch size (default: the config's)")
     parser.add_argument("--classes", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=6)
     args = parser.parse_args()
+    bands, patch = SHAPES[args.model]
+    args.bands, args.patch = args.bands or bands, args.patch or patch
 
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.bands, args.patch, args.patch)
     y = torch.randint(0, args.classes, (args.batch,))
     kwargs = {"in_bands": args.bands, "num_classes": args.classes, "patch_size": args.patch}
-    default = create_model("hybridsn", **kwargs)
-    last = create_model("hybridsn", **kwargs)
+    default = create_model(args.model, **kwargs)
+    last = create_model(args.model, **kwargs)
     last.load_state_dict(default.state_dict())
     for module in last.modules():  # the Conv3d weights only: the format is 5-D
         if isinstance(module, torch.nn.Conv3d):
@@ -58,9 +68,7 @@ def main() -> None:
         "channels_last_3d": (
             last,
             torch.optim.AdamW(last.parameters(), lr=1e-3),
-            # HybridSN adds the unit channel itself: lay the (N, 1, D, H, W) input out
-            # channels-last by giving its (N, D, H, W) view the matching strides
-            x.unsqueeze(1).to(memory_format=torch.channels_last_3d).squeeze(1),
+            x,  # the models add the unit channel: (N, 1, D, H, W) is channels-last already
         ),
     }
     for model, _, _ in candidates.values():
@@ -79,7 +87,7 @@ def main() -> None:
             wall[name] = min(wall[name], time.perf_counter() - w0)
             cpu[name] = min(cpu[name], time.process_time() - c0)
     print(
-        f"threads {torch.get_num_threads()}, batch {args.batch}, {args.bands} bands, "
+        f"{args.model}: threads {torch.get_num_threads()}, batch {args.batch}, {args.bands} bands, "
         f"{args.patch}x{args.patch}; fastest of {args.repeats} steps (fwd + bwd + AdamW):"
     )
     for name in candidates:

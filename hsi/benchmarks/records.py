@@ -162,7 +162,7 @@ class ReportRecord:
     parameters: int | None = None
     trainable_parameters: int | None = None  # fewer than parameters with LoRA fine-tuning
     epoch_seconds: float | None = None  # median training epoch
-    epoch_cpu_seconds: float | None = None  # its median process CPU time (load-independent)
+    epoch_cpu_seconds: float | None = None  # its median process CPU time
 
     @property
     def experiment(self) -> str:

@@ -442,8 +442,8 @@ def render_markdown(
         + "".join(f"; {k}: {v}" for k, v in context.items())
         + ". Wall: per seed (≈: summed train epochs + test, not measured end to end). "
         "s / epoch: median wall seconds of a training epoch; CPU s / epoch: the training "
-        "process's CPU time in it (all its threads), which other jobs on the machine do not "
-        "inflate."
+        "process's CPU time in it (all its threads): it leaves out the time spent waiting "
+        "for a core while other jobs ran, though not their slowing of shared caches."
     )
     refs: dict[str, int] = {}
     for row in rows:

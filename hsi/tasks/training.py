@@ -123,8 +123,9 @@ class EpochTimer:
     Why both: wall time is what a user waits, but on a shared machine it also counts the
     time other jobs held the cores (a run at ``nice 19`` behind others had epochs of 5 to 81
     minutes instead of 1.5). CPU time (user + system, all threads of this process, not
-    data-loader worker processes) counts only this run's work, so runs made under different
-    loads can be compared. With several threads it exceeds the wall time.
+    data-loader worker processes) leaves that waiting out, so runs made under different
+    loads compare better; other jobs still slow it somewhat through shared caches and
+    memory. With several threads it exceeds the wall time.
     """
 
     epoch_seconds: list[float]
