@@ -320,12 +320,12 @@ class _CsvRows:
 
 def _csv_metrics_path(logger: Any) -> Path | None:
     """The ``metrics.csv`` a Lightning CSV logger writes, or None for other loggers."""
-    from lightning.fabric.loggers.csv_logs import CSVLogger as FabricCSVLogger
-    from lightning.pytorch.loggers import CSVLogger
+    # Lightning's pytorch CSVLogger subclasses fabric's, whose writer names the file
+    from lightning.fabric.loggers.csv_logs import CSVLogger, _ExperimentWriter
 
-    if not isinstance(logger, (CSVLogger, FabricCSVLogger)):
+    if not isinstance(logger, CSVLogger):
         return None
-    return Path(logger.log_dir) / "metrics.csv"
+    return Path(logger.log_dir) / _ExperimentWriter.NAME_METRICS_FILE
 
 
 def _row_epoch(row: Mapping[str, str]) -> int | None:
