@@ -438,6 +438,40 @@ def test_a_signal_stops_the_whole_suite(tmp_path: Path, monkeypatch, capsys, sig
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # handlers given back
 
 
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_suite(
+    tmp_path: Path, monkeypatch, capsys, finished: bool
+) -> None:
+    """C code that clears any error it meets can swallow SuiteStopped; Lightning, which saw
+    the SIGTERM too, then ends the fit with SystemExit (hsi fit exits 1). That is a stop,
+    not a failed run: no failure note, and the next seed does not start."""
+    suites = _toy_suite(tmp_path)
+    calls: list[list[str]] = []
+    finish = _fake_fit(calls)
+
+    def swallowed_during_seed_1(args: list[str]) -> int:
+        if "--seed_everything=1" not in args:
+            return finish(args)
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except running.SuiteStopped:
+            pass  # lost, the way PyObject_HasAttrString loses it
+        return finish(args) if finished else (calls.append(args) or 1)
+
+    monkeypatch.setattr(running, "_fit", swallowed_during_seed_1)
+    out = tmp_path / "out"
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main([*argv, "--seeds", "0", "1", "2"]) == 143
+    assert len(calls) == 2  # seed 2 never started
+    printed = capsys.readouterr().out
+    assert "[2/3] toy_run seed 1: stopped by SIGTERM" in printed and "FAILED" not in printed
+    seed1 = run_dir(out, load_suites(suites)["toy"].runs[0], 1)
+    assert not (seed1 / running.FAILURE_NAME).exists()
+    # a run that finished before the stop is kept as done, with its sidecar
+    assert (seed1 / "benchmark_run.json").is_file() == finished
+    assert ("this one had finished" in printed) == finished
+
+
 def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:
     suites = _toy_suite(tmp_path)
     calls: list[list[str]] = []

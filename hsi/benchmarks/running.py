@@ -148,28 +148,51 @@ class SuiteStopped(BaseException):
         self.signum = signum
 
 
+@dataclass
+class _StopSignal:
+    """The stop signal that arrived while the suite ran (None: none did)."""
+
+    signum: int | None = None
+
+    def check(self) -> None:
+        """Stop the suite if a signal arrived, even one whose SuiteStopped got lost.
+
+        Why: the handler runs wherever Python happens to be, and C code that probes an
+        attribute and clears whatever error it met (``PyObject_HasAttrString``) can swallow
+        the exception it raises. Lightning's own SIGTERM handler had already marked the fit
+        to stop, so the fit then ends with SystemExit, which would count as a failed run:
+        the suite would go on to the next run, and the run would be marked failed.
+        """
+        if self.signum is not None:
+            raise SuiteStopped(self.signum)
+
+
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals() -> Iterator[_StopSignal]:
     """Turn SIGINT and SIGTERM into :class:`SuiteStopped` while a suite runs.
 
     Why: Lightning answers Ctrl-C with ``sys.exit(1)`` and then ignores SIGINT for the rest of
     the process, and answers SIGTERM by stopping the fit with a SystemExit; the suite would
     count either as one failed run and go on to the next, so ``timeout`` could not stop it
     and Ctrl-C would not either. Lightning chains the SIGTERM handler it finds (this one).
-    Only the main thread can set handlers; elsewhere the suite runs without them.
+    The signal is also remembered (the yielded :class:`_StopSignal`), for the rare exception
+    that something swallows. Only the main thread can set handlers; elsewhere the suite runs
+    without them.
     """
+    arrived = _StopSignal()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield arrived
         return
 
     def stop(signum: int, frame: Any) -> None:
+        arrived.signum = signum
         raise SuiteStopped(signum)
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in before:
         signal.signal(sig, stop)
     try:
-        yield
+        yield arrived
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
@@ -269,6 +292,8 @@ def run_suite(
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
         report = _finished_report(target)
+        if error or report is None:
+            arrived.check()  # a stop signal, not a fault, ended it: it is not a failed run
         if not error and report is None:
             error = f"hsi fit finished but wrote no {' / '.join(REPORT_NAMES)} in {target}"
         if error:
@@ -281,13 +306,14 @@ def run_suite(
         return RunOutcome(run.name, seed, target, "done", seconds=seconds)
 
     outcomes: list[RunOutcome] = []
-    with _stop_on_signals():
+    with _stop_on_signals() as arrived:
         for i, (run, seed) in enumerate(jobs, 1):
             head = f"[{i}/{len(jobs)}] {run.name} seed {seed}"
             try:
                 outcomes.append(one(run, seed, head))
                 if on_finished is not None and outcomes[-1].status in ("done", "failed"):
                     on_finished(list(outcomes))
+                arrived.check()
             except SuiteStopped as stopped:
                 name = signal.Signals(stopped.signum).name
                 done = sum(o.status in ("done", "skipped") for o in outcomes)
