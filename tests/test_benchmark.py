@@ -577,7 +577,13 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
         "- toy_run seed 1: in progress (3 of 5 epochs finished, resumable; median 12 s per "
         "epoch, about 24 s of training left at that pace)" in md
     )
-    assert "- toy_run seed 2: failed (hsi fit exited with code 2)" in md
+    # a run with no epochs of its own is paced by its other seeds' epochs: the median of
+    # seed 0's [2, 2, 2] and seed 1's [30, 10, 12] s is 6 s, times 5 epochs
+    assert (
+        "- toy_run seed 2: failed (hsi fit exited with code 2; about 30 s of training at its "
+        "other seeds' pace)" in md
+    )
+    assert "About 54 s of training left at the pace measured so far (processes sharing" in md
     assert "toy_run seed 0" not in md.split("Still to run")[1].split("Reports:")[0]
     pending = json.loads((out / "benchmark.json").read_text())["pending"]
     assert [(p["seed"], p["state"]) for p in pending] == [(1, "in progress"), (2, "failed")]
@@ -588,7 +594,8 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     assert len(calls) == 1
     printed = capsys.readouterr().out
     assert "toy_run seed 1: in progress (3 of 5 epochs" in printed and ": training" not in printed
-    assert "toy_run seed 2: failed (hsi fit exited with code 2)" in printed  # kept on disk
+    assert "toy_run seed 2: failed (hsi fit exited with code 2;" in printed  # kept on disk
+    assert "  about 54 s of training left at the pace measured so far" in printed
     # a retry that has trained an epoch since is in progress again, not failed
     retry = run_dir(out, run, 2) / runner.RESUME_DIR
     retry.mkdir(parents=True)
@@ -597,6 +604,13 @@ def test_the_table_lists_what_the_suite_still_lacks(tmp_path: Path, monkeypatch,
     os.utime(retry / "last.ckpt", (failed_at + 5, failed_at + 5))
     assert main([*argv, "--status"]) == 0
     assert "toy_run seed 2: in progress (1 of 5 epochs" in capsys.readouterr().out
+    # a run that failed after an epoch was saved says how far it got: a retry resumes there
+    os.utime(retry / "last.ckpt", (failed_at - 5, failed_at - 5))
+    assert main([*argv, "--status"]) == 0
+    assert (
+        "toy_run seed 2: failed (hsi fit exited with code 2; 1 of 5 epochs finished, "
+        "resumable; median 9 s per epoch, about 36 s of training left at that pace)"
+    ) in capsys.readouterr().out
 
     # an unreadable resume file is a run not started, not a crash
     (resume / "last.ckpt").write_bytes(b"cut short")

@@ -59,6 +59,7 @@ from hsi.benchmarks.running import (
     run_model,
     run_suite,
     suite_progress,
+    training_left,
 )
 from hsi.benchmarks.tables import (
     Row,
@@ -274,6 +275,8 @@ def _print_summary(
         print(f"still to run ({len(pending)}):")
         for p in pending:
             print(f"  {p.line()}")
+        if left := training_left(pending):
+            print(f"  {left}")
     for p in paths:
         print(f"wrote {p}")
 

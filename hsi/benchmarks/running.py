@@ -340,6 +340,7 @@ class PendingRun:
     seed: int
     state: str  # "in progress", "not started", "failed", "dataset not found"
     detail: str = ""
+    seconds_left: float | None = None  # training time left at the pace measured so far
 
     def line(self) -> str:
         return f"{self.run} seed {self.seed}: {self.state}" + (
@@ -380,6 +381,22 @@ def _epochs_done(resume: ResumeCheckpoint) -> tuple[int, list[float]] | None:
     return int(ckpt["epoch"]) + 1, seconds  # Lightning saves the finished epoch's index
 
 
+def _measured_epochs(target: Path) -> list[float]:
+    """The training epochs' seconds a run has measured: all of them when it finished (its
+    report), else those its resume checkpoint holds."""
+    from hsi.callbacks import ResumeCheckpoint  # imports Lightning
+
+    report = _finished_report(target)
+    if report is None:
+        done = _epochs_done(ResumeCheckpoint(target / RESUME_DIR))
+        return done[1] if done else []
+    try:
+        timings = json.loads(report.read_text()).get("timings") or {}
+        return [float(s) for s in timings.get("train_epoch_seconds") or []]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+
+
 def suite_progress(
     suite: Suite,
     out: str | Path,
@@ -404,40 +421,62 @@ def suite_progress(
             planned = max_epochs or _config_value(run, "trainer.max_epochs")
         except (OSError, ConfigError, yaml.YAMLError):
             planned = None
-        for seed in sorted(set(run.seeds) | set(seeds or ())):
+        run_seeds = sorted(set(run.seeds) | set(seeds or ()))
+        # the pace of a run not started yet: the median epoch of its other seeds (robust to
+        # epochs slowed by other jobs)
+        paced = [s for seed in run_seeds for s in _measured_epochs(run_dir(out, run, seed))]
+        pace = float(np.median(paced)) if paced else None
+        for seed in run_seeds:
             target = run_dir(out, run, seed)
             if _finished_report(target) is not None:
                 continue
             outcome = said.get((run.name, seed))
+            if outcome is not None and outcome.status == "missing data":
+                pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
+                continue
             failure = outcome.message if outcome and outcome.status == "failed" else None
             resume = ResumeCheckpoint(target / RESUME_DIR)
             owner = lock_owner(target)  # another process training it now
             if failure is None and owner is None and not _newer(resume.path, target / FAILURE_NAME):
                 failure = _read_failure(target)  # unless a retry has trained since or does now
-            if failure is not None:
-                pending.append(PendingRun(run.name, seed, "failed", failure))
-                continue
-            if outcome is not None and outcome.status == "missing data":
-                pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
-                continue
+            notes = [failure] if failure else []
+            if owner is not None:
+                notes.append(f"training now: {owner.describe()}")
             done = _epochs_done(resume)
-            training = f"training now: {owner.describe()}" if owner else ""
-            if done is None:
-                state = "in progress" if owner else "not started"
-                pending.append(PendingRun(run.name, seed, state, training))
-                continue
-            epochs, seconds = done
-            of = f" of {planned}" if planned else ""
-            detail = f"{training}; " if training else ""
-            detail += f"{epochs}{of} epochs finished, resumable"
-            if seconds:
-                median = float(np.median(seconds))
-                detail += f"; median {median:.0f} s per epoch"
-                if isinstance(planned, int) and planned > epochs:
-                    left = format_seconds(median * (planned - epochs))
-                    detail += f", about {left} of training left at that pace"
-            pending.append(PendingRun(run.name, seed, "in progress", detail))
+            left = None
+            if done is None:  # (again) from the first epoch
+                state = "failed" if failure else "in progress" if owner else "not started"
+                if pace is not None and isinstance(planned, int):
+                    left = pace * planned
+                    at = format_seconds(left)
+                    notes.append(f"about {at} of training at its other seeds' pace")
+            else:  # a failed run with a resume file goes on from it too
+                state = "failed" if failure else "in progress"
+                epochs, seconds = done
+                of = f" of {planned}" if planned else ""
+                notes.append(f"{epochs}{of} epochs finished, resumable")
+                if seconds:
+                    median = float(np.median(seconds))
+                    pace_note = f"median {median:.0f} s per epoch"
+                    if isinstance(planned, int) and planned > epochs:
+                        left = median * (planned - epochs)
+                        pace_note += f", about {format_seconds(left)} of training left at that pace"
+                    notes.append(pace_note)
+            pending.append(PendingRun(run.name, seed, state, "; ".join(notes), left))
     return pending
+
+
+def training_left(pending: Sequence[PendingRun]) -> str | None:
+    """One line: the training time the pending runs still need at the pace measured so far
+    (None when no run has a pace yet). Processes that share the output folder split it."""
+    known = [p.seconds_left for p in pending if p.seconds_left is not None]
+    if not known:
+        return None
+    line = f"about {format_seconds(sum(known))} of training left at the pace measured so far"
+    unknown = len(pending) - len(known)
+    if unknown:
+        line += f", plus {unknown} run(s) with no measured pace"
+    return line + " (processes sharing this output folder split it)"
 
 
 def _write_failure(target: Path, error: str) -> None:

@@ -26,7 +26,7 @@ from hsi.benchmarks.records import (
     find_reports,
     load_reports,
 )
-from hsi.benchmarks.running import PendingRun, format_seconds
+from hsi.benchmarks.running import PendingRun, format_seconds, training_left
 from hsi.errors import DataError
 
 # --------------------------------------------------------------------------------------------
@@ -470,6 +470,8 @@ def render_markdown(
     if pending:
         lines += ["", f"Still to run ({len(pending)} run × seed, not in the table):", ""]
         lines += [f"- {p.line()}" for p in pending]
+        if left := training_left(pending):
+            lines += ["", left[0].upper() + left[1:] + "."]
     if refs:
         lines += ["", "Published numbers:", ""]
         entries = {r.published.key: r.published for r in rows if r.published is not None}
