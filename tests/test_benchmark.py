@@ -637,6 +637,10 @@ def test_the_table_is_rewritten_as_each_run_lands(tmp_path: Path, monkeypatch, c
     assert capsys.readouterr().out.count("table updated:") == 2
     final = (out / "benchmark.md").read_text()
     assert "| 2 | 90.50 ± 0.71 |" in final and "Still to run" not in final
+    # a total once there are two runs; measured end to end here, so no ≈
+    assert "finished runs" not in seen[0]
+    total = next(line for line in final.splitlines() if line.startswith("The 2 finished runs"))
+    assert "≈" not in total and "(12 s of training at each one's median epoch time" in total
 
 
 def test_rows_give_parameters_trainable_and_median_epoch_time(tmp_path: Path) -> None:
@@ -670,6 +674,12 @@ def test_rows_give_parameters_trainable_and_median_epoch_time(tmp_path: Path) ->
     assert "| 183,199,916 (2,150,672 trainable) | 3 | 160 | 146 |" in md  # 160.5 rounds to even
     assert "| 67,064 | 3 | 2.0 | — |" in md  # all trainable: the count alone; no CPU times
     assert row.to_dict()["epoch_cpu_seconds"] == pytest.approx(146.0)
+    # the suite's total: walls summed (≈: epochs + 1 s test each, no sidecar), and the same
+    # at each seed's median epoch: 160 x 3 + 161 x 3 + 2 x 3 = 969 s
+    assert (
+        "The 3 finished runs (one per seed) took ≈40.5 min together (16.1 min of training at "
+        "each one's median epoch time, which leaves out epochs slowed by other jobs)"
+    ) in md
     assert by_model["hybridsn"].to_dict()["trainable_parameters"] == [67_064]
 
 

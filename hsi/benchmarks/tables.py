@@ -76,6 +76,8 @@ class Row:
     parameters: list[int] = field(default_factory=list)  # distinct counts over the seeds
     trainable_parameters: list[int] = field(default_factory=list)
     epoch_seconds: float | None = None  # median over seeds of each seed's median epoch
+    wall_total_seconds: float | None = None  # summed over the seeds that have a wall time
+    paced_total_seconds: float | None = None  # sum over seeds of median epoch x epochs
     epoch_cpu_seconds: float | None = None  # the same for the process CPU time per epoch
 
     @property
@@ -150,6 +152,8 @@ class Row:
             "epoch_cpu_seconds": self.epoch_cpu_seconds,
             "wall_seconds": self.wall_seconds,
             "wall_measured": self.wall_measured,
+            "wall_total_seconds": self.wall_total_seconds,
+            "paced_total_seconds": self.paced_total_seconds,
             "hsi_versions": self.hsi_versions,
             "gits": self.gits,
             "reports": [str(p) for p in self.reports],
@@ -216,6 +220,7 @@ def aggregate(
             entry = match_published(first, published)
         walls = [r.wall_seconds for r in kept if r.wall_seconds is not None]
         epoch_times = [r.epoch_seconds for r in kept if r.epoch_seconds is not None]
+        paced = [r.epoch_seconds * r.epochs for r in kept if r.epoch_seconds and r.epochs]
         epoch_cpu = [r.epoch_cpu_seconds for r in kept if r.epoch_cpu_seconds is not None]
         label = first.run or ", ".join(dict.fromkeys(r.experiment for r in kept))
         table = TASK_TABLES[first.task]
@@ -259,6 +264,8 @@ def aggregate(
                     {r.trainable_parameters for r in kept if r.trainable_parameters is not None}
                 ),
                 epoch_seconds=float(np.median(epoch_times)) if epoch_times else None,
+                wall_total_seconds=float(sum(walls)) if walls else None,
+                paced_total_seconds=float(sum(paced)) if paced else None,
                 epoch_cpu_seconds=float(np.median(epoch_cpu)) if epoch_cpu else None,
             )
         )
@@ -422,6 +429,25 @@ def _task_cells(row: Row, ref: int | None) -> list[str]:
     ]
 
 
+def _training_total(rows: Sequence[Row]) -> str | None:
+    """What the finished runs took together, for "how long does this suite take?" (None
+    for fewer than two runs: the row says it)."""
+    runs = sum(r.n for r in rows)
+    walls = [r.wall_total_seconds for r in rows if r.wall_total_seconds is not None]
+    if runs < 2 or not walls:
+        return None
+    approx = "" if all(r.wall_measured for r in rows) else "≈"
+    took = f"{approx}{format_seconds(sum(walls))}"
+    line = f"The {runs} finished runs (one per seed) took {took} together"
+    paced = [r.paced_total_seconds for r in rows if r.paced_total_seconds is not None]
+    if paced:
+        line += (
+            f" ({format_seconds(sum(paced))} of training at each one's median epoch time, "
+            "which leaves out epochs slowed by other jobs)"
+        )
+    return line + "; parallel processes finish them sooner."
+
+
 def render_markdown(
     rows: Sequence[Row],
     *,
@@ -467,6 +493,8 @@ def render_markdown(
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         if not rows:
             lines.append("| (no reports) |" + " |" * (len(header) - 1))
+    if total := _training_total(rows):
+        lines += ["", total]
     if pending:
         lines += ["", f"Still to run ({len(pending)} run × seed, not in the table):", ""]
         lines += [f"- {p.line()}" for p in pending]
