@@ -57,26 +57,17 @@ def _load_checkpoint(checkpoint: PathLike, device: torch.device) -> tuple[Any, s
     from hsi import pretrained
     from hsi.tasks.classification import ClassificationTask
 
-    text = os.fspath(checkpoint)
-    path = Path(text).expanduser()
+    found = pretrained.pretrained_task(checkpoint, "classification")
+    if found is not None:
+        task, label = found
+        return task.to(device).eval(), label
+    path = Path(os.fspath(checkpoint)).expanduser()
     if not path.is_file():
-        if pretrained.looks_like_name(text):
-            try:
-                weights = pretrained.load_weights(text)
-            except ConfigError as exc:  # an unknown name: say a file was looked for too
-                raise DataError(
-                    f"{path}: checkpoint not found, and not the name of shipped weights ({exc})"
-                ) from exc
-            label = f"{weights.name} ({weights.path.name}, sha256 {weights.entry.sha256})"
-            return weights.to_task().to(device).eval(), label
         raise DataError(
             f"{path}: checkpoint not found; pass a .ckpt written by `hsi fit` "
             "(runs/<name>/version_N/checkpoints/), an exported .pt, or shipped weights "
             f"({', '.join(pretrained.list_pretrained()) or 'none installed'})"
         )
-    if path.suffix.lower() != ".ckpt" and pretrained.is_weight_file(path):
-        weights = pretrained.load_weights(path)
-        return weights.to_task().to(device).eval(), str(path)
     task = load_task_checkpoint(
         ClassificationTask,
         path,

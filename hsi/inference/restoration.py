@@ -88,15 +88,22 @@ def blend_weights(n: int, overlap: int) -> np.ndarray:
 
 
 def _load_task(checkpoint: PathLike, device: torch.device) -> Any:
+    """The RestorationTask of a ``hsi fit`` checkpoint, of an exported weight file or of
+    shipped weights named ``checkpoint`` (``hsdt_s/salinas_a_gaussian50``), in eval mode."""
+    from hsi import pretrained
     from hsi.tasks.restoration import RestorationTask
 
+    found = pretrained.pretrained_task(checkpoint, "restoration")
+    if found is not None:
+        return found[0].to(device).eval()
     path = Path(os.fspath(checkpoint)).expanduser()
     task = load_task_checkpoint(
         RestorationTask,
         path,
         device,
         "restoration",
-        "pass a checkpoint written by `hsi fit` with a RestorationTask",
+        "pass a checkpoint written by `hsi fit` with a RestorationTask, an exported weight "
+        "file, or the name of shipped weights",
     )
     if task.net is None or task.get_scaling() is None:
         raise DataError(

@@ -17,6 +17,10 @@ float16 to stay under the 20 MB a git repository should carry. The dict holds: t
 name and constructor kwargs, the state dict, the fitted preprocessing (z-score + PCA
 state, fitted on the training pixels, never refitted on a new scene), the data facts the
 task recorded (class names, wavelengths, patch size, pad mode, protocol, split summary).
+Restoration weights (``"task": "restoration"``, e.g. ``hsdt_s/salinas_a_gaussian50``) hold
+the [0, 1] scaling and training degradation instead of the preprocessing; ``hsi predict
+--ckpt NAME`` takes the restoration path for them, and :mod:`hsi.pretrained.restoration`
+measures them on the test region their run held out.
 
 Command line (``python -m hsi.pretrained ...``):
 
@@ -24,7 +28,8 @@ Command line (``python -m hsi.pretrained ...``):
 - ``export --ckpt RUN.ckpt --tag TAG``: write ``checkpoints/<model>_<tag>.pt`` from a
   ``hsi fit`` checkpoint, measure it (and the fp32 source) on the split's test pixels and
   record both in ``index.yaml``;
-- ``evaluate NAME``: re-measure a weight's test metrics on its split;
+- ``evaluate NAME``: re-measure a weight's test metrics on its split (a denoiser: on its
+  held-out test region, or with ``--dataset`` on a whole registered scene);
 - ``verify``: check every listed file's sha256.
 """
 
@@ -40,7 +45,13 @@ from hsi.pretrained.index import (
     resolve,
     sha256_of,
 )
-from hsi.pretrained.weights import PretrainedWeights, build_pretrained, is_weight_file, load_weights
+from hsi.pretrained.weights import (
+    PretrainedWeights,
+    build_pretrained,
+    is_weight_file,
+    load_weights,
+    pretrained_task,
+)
 
 __all__ = [
     "MAX_GIT_BYTES",
@@ -56,6 +67,7 @@ __all__ = [
     "load_index",
     "load_weights",
     "looks_like_name",
+    "pretrained_task",
     "resolve",
     "sha256_of",
 ]

@@ -59,10 +59,11 @@ def export_weights(
     """Write the weight file of a ``hsi fit`` checkpoint (``.ckpt``) to ``output``.
 
     Keeps the network's state dict (floating tensors cast to ``dtype``), the model name and
-    constructor kwargs, the fitted preprocessing and the data facts; drops the optimizer
-    and loop state and the local data path. ``split_file`` replaces the split path the run
-    recorded (a run folder on the exporting machine) with the one shipped beside the
-    weights, e.g. ``splits/...json``. The file is re-read with ``weights_only=True`` before
+    constructor kwargs, the task, what inference needs (a classifier's fitted preprocessing;
+    a restoration model's [0, 1] scaling and training degradation) and the data facts; drops
+    the optimizer and loop state and the local data paths. ``split_file`` replaces the split
+    path the run recorded (a run folder on the exporting machine) with the one shipped beside
+    the weights, e.g. ``splits/...json``. The file is re-read with ``weights_only=True`` before
     this returns, so what is written is what loads.
     """
     if dtype not in _DTYPES:
@@ -77,11 +78,30 @@ def export_weights(
         raise DataError(f"{ckpt_path}: checkpoint not found") from exc
     except Exception as exc:
         raise DataError(f"{ckpt_path}: not a checkpoint written by `hsi fit` ({exc})") from exc
-    if not meta.get("preprocessing"):
-        raise DataError(f"{ckpt_path}: the checkpoint has no fitted preprocessing to ship")
+    task = str(meta.get("task", "classification"))
     kwargs = dict(hp.get("model_kwargs") or {})
-    for key in ("in_bands", "num_classes", "patch_size"):
-        kwargs[key] = hp[key]
+    restoration = None
+    if task == "classification":
+        if not meta.get("preprocessing"):
+            raise DataError(f"{ckpt_path}: the checkpoint has no fitted preprocessing to ship")
+        for key in ("in_bands", "num_classes", "patch_size"):
+            kwargs[key] = hp[key]
+    elif task == "restoration":
+        if not meta.get("scaling") or hp.get("in_bands") is None:
+            raise DataError(f"{ckpt_path}: the checkpoint lacks its band count or [0, 1] scaling")
+        kwargs["in_bands"] = int(hp["in_bands"])
+        if int(hp.get("scale") or 1) > 1:
+            kwargs["scale"] = int(hp["scale"])
+        restoration = {
+            "kind": meta.get("restoration"),
+            "scaling": meta["scaling"],
+            "degradation": meta.get("degradation"),
+        }
+    else:
+        raise DataError(
+            f"{ckpt_path}: a {task} checkpoint; classification and restoration weights can be "
+            "exported"
+        )
     target = _DTYPES[dtype]
     net_state = {
         key[len("net.") :]: (t.to(target) if t.is_floating_point() else t).clone()
@@ -90,7 +110,8 @@ def export_weights(
     }
     if not net_state:
         raise DataError(f"{ckpt_path}: no network weights (net.*) in the checkpoint")
-    data = {k: v for k, v in (meta.get("data") or {}).items() if k != "image_path"}
+    local = ("image_path", "sources")  # paths on the exporting machine
+    data = {k: v for k, v in (meta.get("data") or {}).items() if k not in local}
     if split_file is not None:
         data["split_file"] = str(split_file)
     task_hp = {
@@ -103,8 +124,10 @@ def export_weights(
         "model": str(hp["model"]),
         "model_kwargs": _plain(kwargs),
         "dtype": dtype,
+        "task": task,
         "state_dict": net_state,
-        "preprocessing": _plain(meta["preprocessing"]),
+        "preprocessing": _plain(meta.get("preprocessing")),
+        "restoration": _plain(restoration),
         "data": _plain(data),
         "source": _plain(
             {
@@ -223,9 +246,10 @@ def _source_model(checkpoint: Path) -> tuple[nn.Module, dict[str, Any], dict[str
 
 
 _ROW_ORDER = (
-    "model", "tag", "file", "sha256", "bytes", "dtype", "parameters", "dataset", "protocol",
-    "leaky", "leaky_reasons", "split_file", "card", "source_checkpoint", "source_epoch",
-    "test_pixels", "metrics", "metrics_fp32", "vs_fp32",
+    "model", "tag", "task", "file", "sha256", "bytes", "dtype", "parameters", "dataset",
+    "protocol", "leaky", "leaky_reasons", "split_file", "card", "source_checkpoint",
+    "source_epoch", "test_pixels", "test_region", "test_shape", "metrics", "metrics_input",
+    "metrics_fp32", "vs_fp32",
 )  # fmt: skip
 
 
@@ -233,7 +257,9 @@ def _write_index(directory: Path, rows: list[dict[str, Any]]) -> Path:
     header = (
         "# Shipped pretrained weights (hsi.pretrained). Written by\n"
         "# `python -m hsi.pretrained export`; metrics are measured with the shipped file on the\n"
-        "# test pixels of split_file (metrics_fp32: the same with the fp32 source checkpoint).\n"
+        "# test pixels of split_file (metrics_fp32: the same with the fp32 source checkpoint);\n"
+        "# restoration weights on the test region their run held out, per seeded test noise\n"
+        "# (metrics_input: the degraded input's).\n"
     )
     rank = {key: i for i, key in enumerate(_ROW_ORDER)}
     rows = [dict(sorted(r.items(), key=lambda kv: rank.get(kv[0], len(rank)))) for r in rows]
@@ -270,12 +296,32 @@ def export_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     weights = load_weights(path)
+    if weights.task == "restoration":
+        row = _restoration_row(weights, args, ckpt, model_name, stem, size)
+    else:
+        row = _classification_row(weights, args, ckpt, model_name, stem, size)
+    rows = [_entry_row(e) for e in load_index(directory) if e.name != f"{model_name}/{args.tag}"]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["model"], r["tag"]))
+    print(f"updated {_write_index(directory, rows)}")
+    return 0
+
+
+def _classification_row(
+    weights: PretrainedWeights,
+    args: argparse.Namespace,
+    ckpt: Path,
+    model_name: str,
+    stem: str,
+    size: int,
+) -> dict[str, Any]:
+    """The index row of classification weights, measured on their split's test pixels."""
     data = weights.data
     row: dict[str, Any] = {
         "model": model_name,
         "tag": args.tag,
-        "file": path.name,
-        "sha256": sha256_of(path),
+        "file": weights.path.name,
+        "sha256": sha256_of(weights.path),
         "bytes": size,
         "dtype": args.dtype,
         "parameters": int(sum(t.numel() for t in weights.state_dict.values())),
@@ -306,11 +352,72 @@ def export_main(args: argparse.Namespace) -> int:
             f"{args.dtype}: {row['metrics']}\nfloat32 source: {row['metrics_fp32']}\n"
             f"{args.dtype} vs float32 on every valid pixel: {row['vs_fp32']}"
         )
-    rows = [_entry_row(e) for e in load_index(directory) if e.name != f"{model_name}/{args.tag}"]
-    rows.append(row)
-    rows.sort(key=lambda r: (r["model"], r["tag"]))
-    print(f"updated {_write_index(directory, rows)}")
-    return 0
+    return row
+
+
+def _restoration_row(
+    weights: PretrainedWeights,
+    args: argparse.Namespace,
+    ckpt: Path,
+    model_name: str,
+    stem: str,
+    size: int,
+) -> dict[str, Any]:
+    """The index row of restoration weights, measured on the test region their run held out
+    (each test noise seeded; see :func:`hsi.pretrained.restoration.evaluate_restoration`)."""
+    from hsi.inference.restoration import _load_task
+    from hsi.pretrained.restoration import evaluate_restoration, flat_metrics
+
+    data = weights.data
+    regions = data.get("regions") or {}
+    row: dict[str, Any] = {
+        "model": model_name,
+        "tag": args.tag,
+        "task": "restoration",
+        "file": weights.path.name,
+        "sha256": sha256_of(weights.path),
+        "bytes": size,
+        "dtype": args.dtype,
+        "parameters": int(sum(t.numel() for t in weights.state_dict.values())),
+        "dataset": data.get("dataset"),
+        "protocol": f"held-out {data.get('holdout')}",
+        "leaky": _regions_overlap(regions.get("train") or [], regions.get("test") or []),
+        "leaky_reasons": [],
+        "split_file": None,
+        "card": f"{stem}.md",
+        "source_checkpoint": str(args.ckpt),
+        "source_epoch": weights.source.get("epoch"),
+    }
+    if row["leaky"]:
+        row["leaky_reasons"] = ["the test region overlaps the training region"]
+    if not args.no_evaluate:
+        measured = evaluate_restoration(weights, root=args.root)
+        fp32 = evaluate_restoration(_load_task(ckpt, torch.device("cpu")), root=args.root)
+        row["test_region"] = measured["region"]
+        row["test_shape"] = measured["shape"]
+        row["metrics"] = flat_metrics(measured, "restored")
+        row["metrics_input"] = flat_metrics(measured, "reference")
+        row["metrics_fp32"] = flat_metrics(fp32, "restored")
+        print(
+            f"{args.dtype}: {row['metrics']}\nfloat32 source: {row['metrics_fp32']}\n"
+            f"{measured['reference']}: {row['metrics_input']}"
+        )
+    return row
+
+
+def _regions_overlap(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Whether any recorded region of ``a`` shares a pixel with one of ``b`` (same scene)."""
+
+    def meets(x: list[int], y: list[int]) -> bool:
+        return max(x[0], y[0]) < min(x[1], y[1])
+
+    return any(
+        r.get("scene") == q.get("scene")
+        and meets(r["rows"], q["rows"])
+        and meets(r["cols"], q["cols"])
+        for r in a
+        for q in b
+    )
 
 
 def _entry_row(e: PretrainedEntry) -> dict[str, Any]:

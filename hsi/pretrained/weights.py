@@ -41,6 +41,8 @@ class PretrainedWeights:
     data: dict[str, Any]
     source: dict[str, Any]
     entry: PretrainedEntry | None = None
+    task: str = "classification"  # or "restoration"
+    restoration: dict[str, Any] | None = None  # kind, [0, 1] scaling, training degradation
 
     @property
     def name(self) -> str:
@@ -68,6 +70,8 @@ class PretrainedWeights:
             "model": self.model,
             "model_kwargs": dict(self.model_kwargs),
             "dtype": self.dtype,
+            "task": self.task,
+            "restoration": self.restoration,
             "preprocessing": self.preprocessing,
             "class_names": self.class_names,
             "data": self.data,
@@ -93,8 +97,12 @@ class PretrainedWeights:
         return self.load_into(create_model(self.model, **self.model_kwargs)).eval()
 
     def to_task(self) -> Any:
-        """A :class:`~hsi.tasks.classification.ClassificationTask` holding the model, its
-        preprocessing and data facts, as ``load_from_checkpoint`` would give."""
+        """The task holding the model and what inference needs, as ``load_from_checkpoint``
+        would give: a :class:`~hsi.tasks.classification.ClassificationTask` with its
+        preprocessing and data facts, or a :class:`~hsi.tasks.restoration.RestorationTask`
+        with its [0, 1] scaling and training degradation."""
+        if self.task == "restoration":
+            return self._restoration_task()
         from hsi.tasks.classification import ClassificationTask
 
         kwargs = dict(self.model_kwargs)
@@ -107,6 +115,27 @@ class PretrainedWeights:
         task = ClassificationTask(model=self.model, model_kwargs=kwargs, **sizes)
         self.load_into(task.net)
         task.preprocessing = self.preprocessing
+        task.data_description = dict(self.data)
+        return task
+
+    def _restoration_task(self) -> Any:
+        from hsi.tasks.restoration import RestorationTask
+
+        kwargs = dict(self.model_kwargs)
+        facts = dict(self.restoration or {})
+        if "in_bands" not in kwargs or not facts.get("scaling"):
+            raise DataError(
+                f"{self.path}: a restoration weight needs in_bands and its [0, 1] scaling; "
+                "re-export it with `python -m hsi.pretrained export`"
+            )
+        in_bands = int(kwargs.pop("in_bands"))
+        scale = int(kwargs.pop("scale", 1))
+        task = RestorationTask(
+            model=self.model, model_kwargs=kwargs, in_bands=in_bands, scale=scale
+        )
+        self.load_into(task.net)
+        task.scaling = facts["scaling"]
+        task.degradation = facts.get("degradation")
         task.data_description = dict(self.data)
         return task
 
@@ -186,6 +215,8 @@ def load_weights(
             data=dict(payload.get("data") or {}),
             source=dict(payload.get("source") or {}),
             entry=entry,
+            task=str(payload.get("task", "classification")),
+            restoration=payload.get("restoration"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: weight file lacks {exc}; re-export it") from exc
@@ -199,6 +230,40 @@ def load_weights(
             f"create_model({weights.model!r}, pretrained=...)"
         )
     return weights
+
+
+def pretrained_task(ref: PathLike, task: str) -> tuple[Any, str] | None:
+    """The task built from the shipped weights named ``ref`` (when no file of that name
+    exists) or from the weight file at ``ref``, with a label for the output's metadata.
+
+    None for anything else (a ``.ckpt``, a missing path that is not a name): the caller
+    loads or reports it. ``task`` (``classification``, ``restoration``) is what the caller
+    runs; weights of another task are a clear error, not a model fed the wrong input.
+    """
+    text = os.fspath(ref)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() == ".ckpt" or not is_weight_file(path):
+            return None
+        weights = load_weights(path)
+        label = str(path)
+    elif looks_like_name(text):
+        try:
+            weights = load_weights(text)
+        except ConfigError as exc:  # an unknown name: say a file was looked for too
+            raise DataError(
+                f"{path}: checkpoint not found, and not the name of shipped weights ({exc})"
+            ) from exc
+        sha = weights.entry.sha256 if weights.entry is not None else "?"
+        label = f"{weights.name} ({weights.path.name}, sha256 {sha})"
+    else:
+        return None
+    if weights.task != task:
+        raise DataError(
+            f"{weights.name}: these are {weights.task} weights, not {task} ones; "
+            "`hsi predict --ckpt` picks the right path for them"
+        )
+    return weights.to_task(), label
 
 
 def build_pretrained(name: str, pretrained: str | PathLike, kwargs: dict[str, Any]) -> nn.Module:

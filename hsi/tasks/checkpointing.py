@@ -36,13 +36,24 @@ class ExportableCheckpoint:
 
 
 def checkpoint_task(checkpoint: str | os.PathLike[str]) -> str:
-    """``classification``, ``restoration`` or ``detection``: which task wrote a checkpoint.
+    """``classification``, ``restoration`` or ``detection``: which task wrote a checkpoint,
+    an exported weight file, or the shipped weights of that name.
 
-    Reads the checkpoint with ``weights_only=True``, memory-mapped where possible (tensors
-    are not read), so routing ``hsi predict`` costs little and executes nothing. Files that
-    are not checkpoints count as ``classification``, whose loader reports the problem.
+    Reads the file with ``weights_only=True``, memory-mapped where possible (tensors are not
+    read), so routing ``hsi predict`` costs little and executes nothing. Files that are not
+    checkpoints, and unknown names, count as ``classification``, whose loader reports the
+    problem.
     """
-    path = Path(os.fspath(checkpoint)).expanduser()
+    from hsi.errors import HsiError
+    from hsi.pretrained.index import FORMAT, looks_like_name, resolve
+
+    text = os.fspath(checkpoint)
+    path = Path(text).expanduser()
+    if not path.is_file() and looks_like_name(text):
+        try:
+            path = resolve(text).path
+        except HsiError:
+            return "classification"
     if not path.is_file():
         return "classification"
     try:
@@ -52,6 +63,8 @@ def checkpoint_task(checkpoint: str | os.PathLike[str]) -> str:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - not a checkpoint: let the classification loader say so
         return "classification"
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:  # an exported weight file
+        return str(ckpt.get("task", "classification"))
     meta = ckpt.get("hsi") if isinstance(ckpt, dict) else None
     return str(meta.get("task", "classification")) if isinstance(meta, dict) else "classification"
 
