@@ -296,10 +296,23 @@ def export_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     weights = load_weights(path)
+    common: dict[str, Any] = {
+        "model": model_name,
+        "tag": args.tag,
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "bytes": size,
+        "dtype": args.dtype,
+        "parameters": int(sum(t.numel() for t in weights.state_dict.values())),
+        "dataset": weights.data.get("dataset"),
+        "card": f"{stem}.md",
+        "source_checkpoint": str(args.ckpt),
+        "source_epoch": weights.source.get("epoch"),
+    }
     if weights.task == "restoration":
-        row = _restoration_row(weights, args, ckpt, model_name, stem, size)
+        row = _restoration_row(weights, args, ckpt, common)
     else:
-        row = _classification_row(weights, args, ckpt, model_name, stem, size)
+        row = _classification_row(weights, args, ckpt, common)
     rows = [_entry_row(e) for e in load_index(directory) if e.name != f"{model_name}/{args.tag}"]
     rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["tag"]))
@@ -308,31 +321,16 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def _classification_row(
-    weights: PretrainedWeights,
-    args: argparse.Namespace,
-    ckpt: Path,
-    model_name: str,
-    stem: str,
-    size: int,
+    weights: PretrainedWeights, args: argparse.Namespace, ckpt: Path, common: dict[str, Any]
 ) -> dict[str, Any]:
     """The index row of classification weights, measured on their split's test pixels."""
     data = weights.data
-    row: dict[str, Any] = {
-        "model": model_name,
-        "tag": args.tag,
-        "file": weights.path.name,
-        "sha256": sha256_of(weights.path),
-        "bytes": size,
-        "dtype": args.dtype,
-        "parameters": int(sum(t.numel() for t in weights.state_dict.values())),
-        "dataset": data.get("dataset"),
+    row = {
+        **common,
         "protocol": (data.get("split") or {}).get("protocol"),
         "leaky": bool(data.get("leaky")),
         "leaky_reasons": list(data.get("leaky_reasons") or []),
         "split_file": args.split or data.get("split_file"),
-        "card": f"{stem}.md",
-        "source_checkpoint": str(args.ckpt),
-        "source_epoch": weights.source.get("epoch"),
     }
     if not args.no_evaluate:
         measured = evaluate_weights(weights, root=args.root, split_file=row["split_file"])
@@ -356,12 +354,7 @@ def _classification_row(
 
 
 def _restoration_row(
-    weights: PretrainedWeights,
-    args: argparse.Namespace,
-    ckpt: Path,
-    model_name: str,
-    stem: str,
-    size: int,
+    weights: PretrainedWeights, args: argparse.Namespace, ckpt: Path, common: dict[str, Any]
 ) -> dict[str, Any]:
     """The index row of restoration weights, measured on the test region their run held out
     (each test noise seeded; see :func:`hsi.pretrained.restoration.evaluate_restoration`)."""
@@ -370,23 +363,13 @@ def _restoration_row(
 
     data = weights.data
     regions = data.get("regions") or {}
-    row: dict[str, Any] = {
-        "model": model_name,
-        "tag": args.tag,
+    row = {
+        **common,
         "task": "restoration",
-        "file": weights.path.name,
-        "sha256": sha256_of(weights.path),
-        "bytes": size,
-        "dtype": args.dtype,
-        "parameters": int(sum(t.numel() for t in weights.state_dict.values())),
-        "dataset": data.get("dataset"),
         "protocol": f"held-out {data.get('holdout')}",
         "leaky": _regions_overlap(regions.get("train") or [], regions.get("test") or []),
         "leaky_reasons": [],
         "split_file": None,
-        "card": f"{stem}.md",
-        "source_checkpoint": str(args.ckpt),
-        "source_epoch": weights.source.get("epoch"),
     }
     if row["leaky"]:
         row["leaky_reasons"] = ["the test region overlaps the training region"]
