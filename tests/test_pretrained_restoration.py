@@ -123,6 +123,15 @@ def test_evaluation_is_seeded_and_uses_the_held_out_region(blind: dict, toy_scen
     assert whole["shape"] == [BANDS, HEIGHT, WIDTH] and whole["region"].startswith("whole")
 
 
+def test_evaluation_refuses_a_scene_with_gaps(blind: dict, monkeypatch) -> None:
+    gappy = _cube()
+    gappy[:, 3, 4] = np.nan
+    scene = SimpleNamespace(cube=SimpleNamespace(data=gappy, nodata_mask=None))
+    monkeypatch.setattr("hsi.data.registry.load_dataset", lambda name, root=None: scene)
+    with pytest.raises(DataError, match="no-data or non-finite pixels"):
+        evaluate_restoration(pretrained.load_weights(blind["path"]), dataset="gappy")
+
+
 def test_export_records_the_measured_metrics(blind: dict, tmp_path: Path, toy_scene) -> None:
     argv = ["export", "--ckpt", str(blind["ckpt"]), "--tag", "toy_blind", "--dtype", "float32"]
     assert pretrained_main([*argv, "--out", str(tmp_path)]) == 0

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsi.errors import ConfigError
+from hsi.errors import ConfigError, DataError
 from hsi.pretrained.index import PathLike
 from hsi.pretrained.weights import PretrainedWeights
 
@@ -94,7 +94,14 @@ def evaluate_restoration(
     name = dataset or trained_on
     if not name:
         raise ConfigError("the weights name no registered dataset; pass dataset=")
-    raw = np.asarray(load_dataset(name, root=root).cube.data, dtype=np.float32)
+    cube = load_dataset(name, root=root).cube
+    raw = np.asarray(cube.data, dtype=np.float32)
+    nodata = getattr(cube, "nodata_mask", None)
+    if not np.isfinite(raw).all() or (nodata is not None and bool(np.any(nodata))):
+        raise DataError(
+            f"{name}: the scene has no-data or non-finite pixels, which have no clean value "
+            "to score against; measure on a scene without gaps"
+        )
     if name == trained_on and dataset is None:
         rows, cols, region = _test_region(data)
         raw = raw[:, rows, cols]
