@@ -277,6 +277,25 @@ def _checkpoint_task(argv: list[str]) -> str:
     return checkpoint_task(ckpt)
 
 
+PREDICT_HELP = """hsi predict: whole-scene inference, GeoTIFF/ENVI in, georeferenced output out.
+The options below are a classifier's (class map out). A restoration or detection checkpoint
+has its own: hsi predict --ckpt CKPT --input SCENE --help. LightningCLI's predict over a data
+module: hsi predict --config CONFIG.yaml --help.
+"""
+
+
+def _asks_predict_help(argv: list[str]) -> bool:
+    """``hsi predict --help`` with neither ``--input`` (scene prediction, whose own parser
+    answers) nor ``--config`` (LightningCLI's predict): the user wants scene prediction's
+    options, not several hundred lines of Lightning's."""
+    flags = {a.split("=", 1)[0] for a in argv[1:]}
+    return (
+        argv[:1] == ["predict"]
+        and bool(flags & {"-h", "--help"})
+        and not flags & {"--input", "--config", "-c"}
+    )
+
+
 def _names_model_without_ckpt(argv: list[str]) -> bool:
     """``hsi predict --model NAME --input ...`` with no ``--ckpt``: a training-free restorer
     (HIR-Diff, DDS2M) that needs no checkpoint, so the restoration CLI takes it."""
@@ -319,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
 
             git_commit()  # reports name the code loaded now, not a commit made mid-run
             return benchmark_main(argv[1:])
+        if _asks_predict_help(argv):
+            from hsi.inference import scene_main
+
+            print(PREDICT_HELP)
+            return scene_main(["--help"])
         if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module

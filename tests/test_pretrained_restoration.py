@@ -173,3 +173,15 @@ def test_create_model_with_a_shipped_denoiser(monkeypatch: pytest.MonkeyPatch) -
     with torch.no_grad():  # flex: Indian Pines' 200 bands as well as Salinas-A's 204
         out = model(torch.rand(1, 200, 16, 16))
     assert out.shape == (1, 200, 16, 16) and torch.isfinite(out).all()
+
+
+def test_predict_help_shows_scene_prediction_and_the_restoration_options(capsys) -> None:
+    """``hsi predict --help`` is scene prediction's help (not Lightning's), and a shipped
+    denoiser's name leads to the restoration options."""
+    assert main(["predict", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--input SCENE" in out and "--output MAP.tif" in out
+    assert "hsi predict --ckpt CKPT --input SCENE --help" in out and "--ckpt_path" not in out
+    assert main(["predict", "--ckpt", "salinas_a_blind", "--input", "x.tif", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--scaling {checkpoint,scene}" in out and "salinas_a_blind" in out

@@ -528,7 +528,12 @@ def restore_main(argv: list[str]) -> int:
         "blended tiles; writes a georeferenced float32 GeoTIFF.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="checkpoint written by `hsi fit`")
+    source.add_argument(
+        "--ckpt",
+        help="checkpoint written by `hsi fit` (.ckpt), an exported weight file (.pt), or "
+        "shipped weights by name (salinas_a_blind, hsdt_s/salinas_a_gaussian50; `python -m "
+        "hsi.pretrained list`)",
+    )
     source.add_argument(
         "--model",
         metavar="NAME",
