@@ -296,6 +296,18 @@ def _asks_predict_help(argv: list[str]) -> bool:
     )
 
 
+def _is_scene_prediction(argv: list[str]) -> bool:
+    """``hsi predict`` with ``--input``, or with ``--ckpt``/``--output`` and no ``--config``:
+    scene prediction, whose parser names a missing ``--input``; LightningCLI's predict
+    would instead ask for a model and data module the user never meant to give."""
+    flags = {a.split("=", 1)[0] for a in argv[1:]}
+    if argv[:1] != ["predict"]:
+        return False
+    return "--input" in flags or bool(
+        flags & {"--ckpt", "--output"} and not flags & {"--config", "-c"}
+    )
+
+
 def _names_model_without_ckpt(argv: list[str]) -> bool:
     """``hsi predict --model NAME --input ...`` with no ``--ckpt``: a training-free restorer
     (HIR-Diff, DDS2M) that needs no checkpoint, so the restoration CLI takes it."""
@@ -343,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(PREDICT_HELP)
             return scene_main(["--help"])
-        if argv[:1] == ["predict"] and any(a.split("=")[0] == "--input" for a in argv):
+        if _is_scene_prediction(argv):
             # whole-scene inference from a checkpoint (hsi.inference); `predict` without
             # --input stays LightningCLI's predict over a data module
             task = _checkpoint_task(argv)

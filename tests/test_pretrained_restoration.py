@@ -185,3 +185,14 @@ def test_predict_help_shows_scene_prediction_and_the_restoration_options(capsys)
     assert main(["predict", "--ckpt", "salinas_a_blind", "--input", "x.tif", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--scaling {checkpoint,scene}" in out and "salinas_a_blind" in out
+
+
+def test_predict_without_input_names_the_missing_option(capsys) -> None:
+    """A forgotten --input is scene prediction's usage error, not LightningCLI asking for a
+    model and data module."""
+    assert main(["predict", "--ckpt", "indian_pines", "--output", "map.tif"]) == 2
+    err = capsys.readouterr().err
+    assert "--input" in err and "predict.data" not in err
+    assert main(["predict", "--ckpt", "salinas_a_blind"]) == 2
+    err = capsys.readouterr().err
+    assert "--input" in err and "predict.data" not in err
