@@ -5,7 +5,7 @@ the restoration task's test does.
 
 Why a function of its own: a shipped denoiser's card must say what it does on data it was
 not trained on, and anyone must be able to re-measure that from the weight file alone,
-without the training run's config, data module or Lightning.
+without the training run's config, its data module or a Lightning Trainer.
 """
 
 from __future__ import annotations
