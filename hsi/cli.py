@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hsi.errors import HsiError
@@ -133,7 +134,11 @@ def _build_parser_class() -> type:
             parser = getattr(ex, "subcommand_parser", None) or self
             prog = parser.prog.replace(" [options]", "")
             text = f"error: {message.rstrip()}\n"
-            hint = option_suggestions(message, _option_names(parser))
+            hint = "\n".join(
+                h
+                for h in (option_suggestions(message, _option_names(parser)), config_hints(message))
+                if h
+            )
             if hint:
                 text += hint + "\n"
             sys.stderr.write(text + f"({prog} --help lists every option)\n")
@@ -178,6 +183,49 @@ def option_suggestions(message: str, options: list[str]) -> str:
             names = ", ".join(c.removeprefix("--") for c in close)
             hints.append(f"no option {flag.removeprefix('--')}: did you mean {names}?")
     return "\n".join(hints)
+
+
+def config_hints(message: str, cwd: Path | None = None) -> str:
+    """What to do about a missing ``--config``: which configs exist, and where.
+
+    Why: ``configs/`` lives in the hsi repository, so a README command run from another
+    folder, a mistyped file name, or a forgotten ``--config`` all end in jsonargparse errors
+    ("File does not exist", "required: fit.data, fit.model") that do not say so.
+    """
+    import difflib
+    import re
+
+    root = Path(__file__).resolve().parents[1]  # the repository root of a source checkout
+    cwd = cwd or Path.cwd()
+    if re.search(r"arguments are required: \w+\.(data|model)", message):
+        return (
+            "pass --config CONFIG.yaml: configs/ in the hsi repository has one per model, "
+            "dataset and protocol, e.g. configs/hybridsn/indian_pines_disjoint.yaml"
+        )
+    missing = re.search(r"File does not exist: '([^']+\.ya?ml)'", message)
+    if not missing:
+        return ""
+    path = Path(missing[1])
+    try:
+        relative = path.relative_to(cwd)
+    except ValueError:
+        relative = None
+    if relative is not None and cwd != root and (root / relative).is_file():
+        return (
+            f"{relative} is in the hsi repository ({root}): run hsi from there, or pass "
+            f"--config {root / relative}"
+        )
+    wanted = [str(relative)] if relative is not None else []
+    if path.is_relative_to(root):
+        wanted.append(str(path.relative_to(root)))
+    for base in dict.fromkeys((cwd, root)):
+        known = [str(c.relative_to(base)) for c in base.glob("configs/**/*.y*ml")]
+        for name in wanted:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            if close:
+                prefix = "" if base == cwd else f"{base}/"
+                return f"did you mean --config {prefix}{close[0]}?"
+    return ""
 
 
 def run_lightning(args: list[str] | None = None) -> Any:

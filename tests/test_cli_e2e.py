@@ -121,6 +121,38 @@ def test_config_typo_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "no option trainer.max_epoch: did you mean trainer.max_epochs" in capsys.readouterr().err
 
 
+def test_a_missing_or_mistyped_config_says_which_configs_exist(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """configs/ lives in the repository: a README command run from another folder, a
+    mistyped file name and a forgotten --config each say what to pass instead."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (["fit"], "pass --config CONFIG.yaml: configs/ in the hsi repository"),
+        (
+            ["fit", "--config", "configs/hybridsn/indian_pines_disjoint.yaml"],
+            f"is in the hsi repository ({repo}): run hsi from there, or pass --config "
+            f"{repo}/configs/hybridsn/indian_pines_disjoint.yaml",
+        ),
+        (
+            ["test", "--config", "configs/hybridsn/indian_pines_disjont.yaml"],
+            f"did you mean --config {repo}/configs/hybridsn/indian_pines_disjoint.yaml?",
+        ),
+        (
+            ["fit", "--config", str(repo / "configs/hybridsn/indian_pine_paper.yaml")],
+            f"did you mean --config {repo}/configs/hybridsn/indian_pines_paper.yaml?",
+        ),
+    ]
+    for argv, hint in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert hint in err, (argv, err)
+        assert len(err.splitlines()) < 6
+
+
 def test_missing_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     image, gt = _write_scene(tmp_path)
     cfg = _config(tmp_path, tmp_path / "nope.mat", gt)
