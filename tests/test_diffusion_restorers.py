@@ -239,6 +239,10 @@ def test_predict_with_a_model_restores_a_georeferenced_scene(tmp_path: Path) -> 
     np.testing.assert_allclose(got.wavelengths, noisy.wavelengths)
     with rasterio.open(scene) as a, rasterio.open(out) as b:
         assert b.crs == a.crs and b.transform == a.transform and b.count == a.count
+        tags = b.tags()  # no checkpoint: the model and its arguments say what made it
+    assert tags["hsi_model"] == "hirdiff" and "hsi_checkpoint" not in tags
+    assert json.loads(tags["hsi_model_kwargs"])["steps"] == 10
+    assert tags["hsi_scaling"].startswith("the scene's own min-max")
     # values come back in the input's units; compare on the clean cube's [0, 1] scale
     restored01 = (got.data - 200) / 300
     assert abs(float(np.median(got.data)) - float(np.median(200 + 300 * clean))) < 30

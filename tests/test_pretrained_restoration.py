@@ -4,6 +4,7 @@ index and the model cards quote."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -100,6 +101,12 @@ def test_weight_files_and_names_route_to_their_task(
     with rasterio.open(out) as src:
         assert src.count == BANDS and src.shape == (HEIGHT, WIDTH)
         assert np.isfinite(src.read()).all()
+        tags = src.tags()  # what made it, as a class map says it
+    sha = pretrained.sha256_of(collection / "hsdt_s_toy_blind.pt")
+    assert tags["hsi_checkpoint"] == f"hsdt_s/toy_blind (hsdt_s_toy_blind.pt, sha256 {sha})"
+    assert tags["hsi_model"] == "hsdt_s" and tags["hsi_restoration"] == "denoising x1"
+    assert json.loads(tags["hsi_trained_degradation"])["name"] == "blind_gaussian"
+    assert tags["hsi_scaling"].startswith("the checkpoint's") and tags["hsi_input"] == str(scene)
 
 
 def test_evaluation_is_seeded_and_uses_the_held_out_region(blind: dict, toy_scene) -> None:

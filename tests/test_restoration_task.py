@@ -467,6 +467,8 @@ def test_predict_scene_scaling_runs_a_band_agnostic_model_on_other_bands(tmp_pat
     with rasterio.open(tmp_path / "b.tif") as src:
         assert src.count == 6 and src.crs.to_epsg() == 32633
         assert np.isfinite(src.read()).all()
+        assert src.tags()["hsi_scaling"].startswith("the scene's own min-max")
+        assert src.tags()["hsi_checkpoint"] == str(ckpt)
     fixed = _export(tmp_path, "_infra_pointwise", 1, cube[:4])
     with pytest.raises(DataError, match="same sensor"):
         restore_scene(fixed, scene, tmp_path / "c.tif", tile=16, progress=False, scaling="scene")

@@ -90,12 +90,17 @@ def blend_weights(n: int, overlap: int) -> np.ndarray:
 def _load_task(checkpoint: PathLike, device: torch.device) -> Any:
     """The RestorationTask of a ``hsi fit`` checkpoint, of an exported weight file or of
     shipped weights named ``checkpoint`` (``hsdt_s/salinas_a_gaussian50``), in eval mode."""
+    return _load_checkpoint(checkpoint, device)[0]
+
+
+def _load_checkpoint(checkpoint: PathLike, device: torch.device) -> tuple[Any, str]:
+    """:func:`_load_task` plus a label of what was loaded (for the output's metadata)."""
     from hsi import pretrained
     from hsi.tasks.restoration import RestorationTask
 
     found = pretrained.pretrained_task(checkpoint, "restoration")
     if found is not None:
-        return found[0].to(device).eval()
+        return found[0].to(device).eval(), found[1]
     path = Path(os.fspath(checkpoint)).expanduser()
     task = load_task_checkpoint(
         RestorationTask,
@@ -110,7 +115,7 @@ def _load_task(checkpoint: PathLike, device: torch.device) -> Any:
             f"{path}: the checkpoint lacks the model or its [0, 1] scaling; pass one written "
             "by `hsi fit` (or RestorationTask.export_checkpoint after training)"
         )
-    return task.to(device).eval()
+    return task.to(device).eval(), str(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -366,8 +371,9 @@ def restore_scene(
         raise ConfigError("restore_scene needs inputs (the scene) and output (the GeoTIFF)")
     dev = _torch_device(device)
     task, fixed = None, None  # fixed: a checkpoint's scaling; None = fit on the scene
+    label = None  # what was loaded, as the output's metadata names it
     if checkpoint is not None:
-        task = _load_task(checkpoint, dev)
+        task, label = _load_checkpoint(checkpoint, dev)
         trained_scale = int(task.hparams.scale or 1)
         if scale is not None and int(scale) != trained_scale:
             raise ConfigError(
@@ -428,6 +434,7 @@ def restore_scene(
 
         with rasterio.open(tmp, "w", **_profile(scene, bands, s)) as dst:
             _write_band_metadata(dst, scene)
+            dst.update_tags(**_provenance_tags(task, scene, label, source))
             base = 0  # first output row held by the accumulators
             acc = np.zeros((bands, th * s, out_w), dtype=np.float32)
             wsum = np.zeros((th * s, out_w), dtype=np.float32)
@@ -488,6 +495,33 @@ def restore_scene(
         "device": str(dev),
         "output": str(final),
     }
+
+
+def _provenance_tags(
+    task: Any, scene: Any, label: str | None, source: dict[str, Any]
+) -> dict[str, str]:
+    """What made the restored cube, as GeoTIFF tags (a class map carries the same ``hsi_*``
+    tags): the input, the model and the checkpoint or weights (with sha256 for shipped
+    ones), the restoration, the [0, 1] scaling used and, for a trained model, the noise or
+    degradation it was trained for."""
+    tags = {
+        "hsi_input": str(scene.source),
+        "hsi_model": str(task.hparams.model),
+        "hsi_restoration": f"{task.kind} x{int(task.hparams.scale or 1)}",
+    }
+    if label is not None:
+        tags["hsi_checkpoint"] = label
+        if task.degradation:
+            tags["hsi_trained_degradation"] = json.dumps(task.degradation)
+    else:
+        tags["hsi_model_kwargs"] = json.dumps(source.get("model_kwargs") or {}, default=str)
+    fitted = source.get("scaling_fitted_on_input")
+    tags["hsi_scaling"] = (
+        f"the scene's own min-max {fitted[0]:g}..{fitted[1]:g}"
+        if fitted
+        else "the checkpoint's (its training data's min-max)"
+    )
+    return tags
 
 
 def _write_band_metadata(dst: Any, scene: Any) -> None:
