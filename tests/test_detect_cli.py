@@ -56,7 +56,11 @@ def test_detect_finds_the_implanted_targets(tmp_path) -> None:
     argv = ["detect", "--input", str(scene), "--library", str(lib), "--threshold", "0.5"]
     argv += ["--output", str(out), "--scores", str(scores), "--strip-rows", "7"]
     assert main(argv) == 0
-    features = json.loads(out.read_text())["features"]
+    collection = json.loads(out.read_text())
+    made_by = collection["properties"]["hsi"]  # what made the detections
+    assert made_by["detector"] == "ace" and made_by["targets"] == ["steel"]
+    assert made_by["threshold"] == 0.5 and made_by["library"] == str(lib)
+    features = collection["features"]
     found = {(f["properties"]["row"], f["properties"]["col"]) for f in features}
     assert {(8.5, 20.5), (30.5, 5.5)} <= found
     assert all(f["properties"]["class_name"] == "steel" for f in features)

@@ -68,6 +68,9 @@ def test_predict_writes_georeferenced_points(tmp_path) -> None:
     assert main(argv) == 0
     collection = json.loads(out.read_text())
     assert collection["crs"]["properties"]["name"].endswith("32633")
+    made_by = collection["properties"]["hsi"]  # what made the detections
+    assert made_by["checkpoint"] == str(ckpt) and made_by["input"] == [str(scene)]
+    assert made_by["score_threshold"] == 0 and made_by["tile"] == 16
     features = collection["features"]
     assert features, "a score threshold of 0 keeps every core detection"
     scores = [f["properties"]["score"] for f in features]

@@ -99,8 +99,21 @@ def detect_main(argv: list[str]) -> int:
             band_descriptions=[f"{args.detector}:{n}" for n in maps],
             overwrite=args.overwrite,
         )
+    provenance = {
+        "input": str(args.input),
+        "detector": args.detector,
+        "library": args.library,
+        "targets": list(signatures),
+        "threshold": args.threshold,
+        "min_distance": args.min_distance,
+    }
     write_detections_geojson(
-        args.output, detections, probe.transform, probe.crs, overwrite=args.overwrite
+        args.output,
+        detections,
+        probe.transform,
+        probe.crs,
+        overwrite=args.overwrite,
+        provenance=provenance,
     )
     print(f"wrote {args.output}: {len(detections)} detections ({args.detector})")
     return 0

@@ -72,10 +72,15 @@ def score_peaks(
 
 
 def detections_to_geojson(
-    detections: list[PointDetection], transform: Any = None, crs: Any = None
+    detections: list[PointDetection],
+    transform: Any = None,
+    crs: Any = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A GeoJSON FeatureCollection; coordinates in the CRS when a transform is given,
-    else in pixel (col, row) units, said so in the collection's properties."""
+    else in pixel (col, row) units, said so in the collection's properties.
+    ``provenance`` (what made the detections: input, detector or checkpoint, threshold)
+    goes to the collection's ``properties["hsi"]``, as a class map's ``hsi_*`` tags."""
     features = []
     for d in detections:
         if transform is not None:
@@ -100,8 +105,13 @@ def detections_to_geojson(
     if crs is not None:
         # RFC 7946 drops "crs"; GDAL/QGIS still read this member for projected CRSs
         collection["crs"] = {"type": "name", "properties": {"name": _crs_name(crs)}}
+    properties: dict[str, Any] = {}
     if transform is None:
-        collection["properties"] = {"coordinates": "pixel (col, row), no georeference"}
+        properties["coordinates"] = "pixel (col, row), no georeference"
+    if provenance:
+        properties["hsi"] = provenance
+    if properties:
+        collection["properties"] = properties
     return collection
 
 
@@ -116,9 +126,10 @@ def write_detections_geojson(
     transform: Any = None,
     crs: Any = None,
     overwrite: bool = False,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Write detections as GeoJSON atomically (no partial file on failure)."""
-    collection = detections_to_geojson(detections, transform, crs)
+    collection = detections_to_geojson(detections, transform, crs, provenance)
     with atomic_output(path, overwrite=overwrite) as tmp:
         Path(tmp).write_text(json.dumps(collection, indent=1))
     return Path(path)

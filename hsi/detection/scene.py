@@ -241,6 +241,16 @@ def detect_main(argv: list[str]) -> int:
     detections, transform, crs = detect_scene(
         task, scene, args.tile, args.overlap, args.score_threshold, not args.no_progress
     )
-    write_detections_geojson(args.output, detections, transform, crs, overwrite=args.overwrite)
+    provenance = {
+        "input": [str(i) for i in args.input],
+        "checkpoint": str(args.ckpt),
+        "model": str(task.hparams.model),
+        "score_threshold": args.score_threshold,
+        "tile": args.tile,
+        "overlap": args.overlap,
+    }
+    write_detections_geojson(
+        args.output, detections, transform, crs, overwrite=args.overwrite, provenance=provenance
+    )
     print(f"wrote {args.output}: {len(detections)} detections")
     return 0
