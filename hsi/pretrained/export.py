@@ -389,18 +389,13 @@ def _restoration_row(
 
 
 def _regions_overlap(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
-    """Whether any recorded region of ``a`` shares a pixel with one of ``b`` (same scene)."""
+    """Whether any recorded region of ``a`` shares a pixel with one of ``b``."""
+    from hsi.data.restoration.regions import Region, regions_overlap
 
-    def meets(x: list[int], y: list[int]) -> bool:
-        return max(x[0], y[0]) < min(x[1], y[1])
+    def region(d: dict[str, Any]) -> Region:
+        return Region(int(d.get("scene", 0)), *d["rows"], *d["cols"])
 
-    return any(
-        r.get("scene") == q.get("scene")
-        and meets(r["rows"], q["rows"])
-        and meets(r["cols"], q["cols"])
-        for r in a
-        for q in b
-    )
+    return any(regions_overlap(region(r), region(q)) for r in a for q in b)
 
 
 def _entry_row(e: PretrainedEntry) -> dict[str, Any]:
