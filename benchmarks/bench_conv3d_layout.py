@@ -63,17 +63,15 @@ def main() -> None:
     for module in last.modules():  # the Conv3d weights only: the format is 5-D
         if isinstance(module, torch.nn.Conv3d):
             module.to(memory_format=torch.channels_last_3d)
+    # one input for both: the models add the unit channel, and (N, 1, D, H, W) is
+    # channels-last already
     candidates = {
-        "default": (default, torch.optim.AdamW(default.parameters(), lr=1e-3), x),
-        "channels_last_3d": (
-            last,
-            torch.optim.AdamW(last.parameters(), lr=1e-3),
-            x,  # the models add the unit channel: (N, 1, D, H, W) is channels-last already
-        ),
+        "default": (default, torch.optim.AdamW(default.parameters(), lr=1e-3)),
+        "channels_last_3d": (last, torch.optim.AdamW(last.parameters(), lr=1e-3)),
     }
-    for model, _, _ in candidates.values():
+    for model, _ in candidates.values():
         model.eval()  # no dropout: both candidates compute the same function
-    losses = {name: float(_step(*c, y)) for name, c in candidates.items()}  # warm-up
+    losses = {name: float(_step(*c, x, y)) for name, c in candidates.items()}  # warm-up
     print(f"first-step loss: {losses}")
     if abs(losses["default"] - losses["channels_last_3d"]) > 1e-4 * abs(losses["default"]):
         raise SystemExit("the two layouts disagree: not comparable")
@@ -83,7 +81,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, candidate in candidates.items():
             w0, c0 = time.perf_counter(), time.process_time()
-            _step(*candidate, y)
+            _step(*candidate, x, y)
             wall[name] = min(wall[name], time.perf_counter() - w0)
             cpu[name] = min(cpu[name], time.process_time() - c0)
     print(

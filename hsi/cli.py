@@ -195,7 +195,8 @@ def config_hints(message: str, cwd: Path | None = None) -> str:
     import difflib
     import re
 
-    root = Path(__file__).resolve().parents[1]  # the repository root of a source checkout
+    from hsi.pretrained.index import REPO_ROOT as root  # where configs/ is in a checkout
+
     cwd = cwd or Path.cwd()
     if re.search(r"arguments are required: \w+\.(data|model)", message):
         return (
@@ -332,11 +333,16 @@ module: hsi predict --config CONFIG.yaml --help.
 """
 
 
+def _flags(argv: list[str]) -> set[str]:
+    """The options named in ``argv`` (``--key`` of ``--key=value`` too)."""
+    return {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+
+
 def _asks_predict_help(argv: list[str]) -> bool:
     """``hsi predict --help`` with neither ``--input`` (scene prediction, whose own parser
     answers) nor ``--config`` (LightningCLI's predict): the user wants scene prediction's
     options, not several hundred lines of Lightning's."""
-    flags = {a.split("=", 1)[0] for a in argv[1:]}
+    flags = _flags(argv)
     return (
         argv[:1] == ["predict"]
         and bool(flags & {"-h", "--help"})
@@ -348,7 +354,7 @@ def _is_scene_prediction(argv: list[str]) -> bool:
     """``hsi predict`` with ``--input``, or with ``--ckpt``/``--output`` and no ``--config``:
     scene prediction, whose parser names a missing ``--input``; LightningCLI's predict
     would instead ask for a model and data module the user never meant to give."""
-    flags = {a.split("=", 1)[0] for a in argv[1:]}
+    flags = _flags(argv)
     if argv[:1] != ["predict"]:
         return False
     return "--input" in flags or bool(
@@ -359,7 +365,7 @@ def _is_scene_prediction(argv: list[str]) -> bool:
 def _names_model_without_ckpt(argv: list[str]) -> bool:
     """``hsi predict --model NAME --input ...`` with no ``--ckpt``: a training-free restorer
     (HIR-Diff, DDS2M) that needs no checkpoint, so the restoration CLI takes it."""
-    flags = {a.split("=", 1)[0] for a in argv}
+    flags = _flags(argv)
     return "--model" in flags and "--ckpt" not in flags
 
 

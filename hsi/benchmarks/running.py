@@ -381,15 +381,8 @@ def _epochs_done(resume: ResumeCheckpoint) -> tuple[int, list[float]] | None:
     return int(ckpt["epoch"]) + 1, seconds  # Lightning saves the finished epoch's index
 
 
-def _measured_epochs(target: Path) -> list[float]:
-    """The training epochs' seconds a run has measured: all of them when it finished (its
-    report), else those its resume checkpoint holds."""
-    from hsi.callbacks import ResumeCheckpoint  # imports Lightning
-
-    report = _finished_report(target)
-    if report is None:
-        done = _epochs_done(ResumeCheckpoint(target / RESUME_DIR))
-        return done[1] if done else []
+def _report_epoch_seconds(report: Path) -> list[float]:
+    """The training epochs' seconds a finished run's report holds."""
     try:
         timings = json.loads(report.read_text()).get("timings") or {}
         return [float(s) for s in timings.get("train_epoch_seconds") or []]
@@ -422,14 +415,22 @@ def suite_progress(
         except (OSError, ConfigError, yaml.YAMLError):
             planned = None
         run_seeds = sorted(set(run.seeds) | set(seeds or ()))
+        reports = {seed: _finished_report(run_dir(out, run, seed)) for seed in run_seeds}
+        # finished epochs and their seconds of each unfinished seed, each resume file read once
+        resumed = {
+            seed: _epochs_done(ResumeCheckpoint(run_dir(out, run, seed) / RESUME_DIR))
+            for seed, report in reports.items()
+            if report is None
+        }
         # the pace of a run not started yet: the median epoch of its other seeds (robust to
         # epochs slowed by other jobs)
-        paced = [s for seed in run_seeds for s in _measured_epochs(run_dir(out, run, seed))]
+        paced = [s for r in reports.values() if r is not None for s in _report_epoch_seconds(r)]
+        paced += [s for done in resumed.values() if done is not None for s in done[1]]
         pace = float(np.median(paced)) if paced else None
         for seed in run_seeds:
-            target = run_dir(out, run, seed)
-            if _finished_report(target) is not None:
+            if reports[seed] is not None:
                 continue
+            target = run_dir(out, run, seed)
             outcome = said.get((run.name, seed))
             if outcome is not None and outcome.status == "missing data":
                 pending.append(PendingRun(run.name, seed, "dataset not found", outcome.message))
@@ -442,7 +443,7 @@ def suite_progress(
             notes = [failure] if failure else []
             if owner is not None:
                 notes.append(f"training now: {owner.describe()}")
-            done = _epochs_done(resume)
+            done = resumed[seed]
             left = None
             if done is None:  # (again) from the first epoch
                 state = "failed" if failure else "in progress" if owner else "not started"

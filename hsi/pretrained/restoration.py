@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hsi.data.degradations import Degradation, build_degradation
 from hsi.errors import ConfigError, DataError
 from hsi.pretrained.index import PathLike
 from hsi.pretrained.weights import PretrainedWeights
@@ -38,11 +39,8 @@ def default_cases(degradation: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [dict(degradation)]
 
 
-def case_label(spec: dict[str, Any]) -> str:
+def case_label(deg: Degradation) -> str:
     """``gaussian50``, ``complex``...: a short name for a test degradation."""
-    from hsi.data.degradations import build_degradation
-
-    deg = build_degradation(spec)
     if deg.name == "gaussian":
         return f"gaussian{float(deg.sigma):g}"
     if deg.scale > 1:
@@ -81,7 +79,6 @@ def evaluate_restoration(
     seeded by ``seed`` and the case's name, so a measurement repeats exactly and two weights
     measured at the same noise (say a sigma-50 model and a blind one) see the same noise.
     """
-    from hsi.data.degradations import build_degradation
     from hsi.data.registry import load_dataset
     from hsi.data.restoration.scaling import Scaling
     from hsi.image_quality import quality_report
@@ -113,20 +110,20 @@ def evaluate_restoration(
         scaling = Scaling.of_cube(raw, name)
     clean = scaling.apply(raw)
     target = torch.from_numpy(clean)[None]
-    specs = [build_degradation(c).spec() for c in (cases or default_cases(task.degradation))]
+    degradations = [build_degradation(c) for c in (cases or default_cases(task.degradation))]
     scale = int(task.hparams.scale or 1)
     results: dict[str, Any] = {}
     start = time.perf_counter()
-    for spec in specs:
-        label = case_label(spec)
+    for deg in degradations:
+        label = case_label(deg)
         rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
-        degraded = build_degradation(spec)(clean, rng)
+        degraded = deg(clean, rng)
         x = torch.from_numpy(np.ascontiguousarray(degraded, dtype=np.float32))[None]
         restored = task.restore(x)
         reference = x if scale == 1 else _upsample_bicubic(x, scale)
         clamp = bool(task.hparams.clamp_metrics)
         results[label] = {
-            "spec": spec,
+            "spec": deg.spec(),
             "restored": _scores(quality_report(restored, target, ratio=scale, clamp=clamp)),
             "reference": _scores(quality_report(reference, target, ratio=scale, clamp=clamp)),
         }

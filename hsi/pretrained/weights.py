@@ -203,9 +203,25 @@ def load_weights(
                 f"{entry.name}; the file is corrupt or was replaced — restore it, or re-export "
                 "it and update index.yaml with `python -m hsi.pretrained export`"
             )
-    payload = _read_file(path)
+    weights = _weights_from_payload(path, _read_file(path), entry)
+    if entry is not None and weights.model != entry.model:
+        raise DataError(
+            f"{path}: holds a {weights.model!r} model but index.yaml lists it as {entry.name}"
+        )
+    if model is not None and weights.model != _norm_model(model):
+        raise ConfigError(
+            f"{path}: these weights are for model {weights.model!r}, not {model!r}; use "
+            f"create_model({weights.model!r}, pretrained=...)"
+        )
+    return weights
+
+
+def _weights_from_payload(
+    path: Path, payload: dict[str, Any], entry: PretrainedEntry | None
+) -> PretrainedWeights:
+    """The :class:`PretrainedWeights` of a weight file's dict (read by :func:`_read_file`)."""
     try:
-        weights = PretrainedWeights(
+        return PretrainedWeights(
             path=path,
             model=_norm_model(str(payload["model"])),
             model_kwargs=dict(payload["model_kwargs"]),
@@ -220,16 +236,6 @@ def load_weights(
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: weight file lacks {exc}; re-export it") from exc
-    if entry is not None and weights.model != entry.model:
-        raise DataError(
-            f"{path}: holds a {weights.model!r} model but index.yaml lists it as {entry.name}"
-        )
-    if model is not None and weights.model != _norm_model(model):
-        raise ConfigError(
-            f"{path}: these weights are for model {weights.model!r}, not {model!r}; use "
-            f"create_model({weights.model!r}, pretrained=...)"
-        )
-    return weights
 
 
 def pretrained_task(ref: PathLike, task: str) -> tuple[Any, str] | None:
@@ -243,9 +249,13 @@ def pretrained_task(ref: PathLike, task: str) -> tuple[Any, str] | None:
     text = os.fspath(ref)
     path = Path(text).expanduser()
     if path.is_file():
-        if path.suffix.lower() == ".ckpt" or not is_weight_file(path):
+        if path.suffix.lower() == ".ckpt":
             return None
-        weights = load_weights(path)
+        try:
+            payload = _read_file(path)  # read once: recognised and loaded from the same dict
+        except DataError:
+            return None  # not a weight file: the caller's checkpoint loader reports it
+        weights = _weights_from_payload(path, payload, None)
         label = str(path)
     elif looks_like_name(text):
         try:
