@@ -250,6 +250,7 @@ def test_shipped_index_files_and_cards_agree() -> None:
         "hybridsn/indian_pines",
         "hybridsn/enmap_potsdam",
         "morpmamba/indian_pines_disjoint",
+        "vp_hype/indian_pines_random10",
     }
     for e in entries:
         assert e.path.stat().st_size < pretrained.MAX_GIT_BYTES, e.file
@@ -258,7 +259,8 @@ def test_shipped_index_files_and_cards_agree() -> None:
         assert weights.model == e.model and weights.dtype == e.dtype
         assert weights.task == e.extra.get("task", "classification")
         assert weights.data["dataset"] == e.dataset
-        assert e.extra["parameters"] == sum(t.numel() for t in weights.state_dict.values())
+        # learnable parameters, without the buffers the state dict also holds
+        assert e.extra["parameters"] == sum(p.numel() for p in weights.build().parameters())
         card = (SHIPPED / e.card).read_text()
         # the card states the measured numbers and how they were made and can be remade
         assert "python -m hsi.pretrained export" in card and "hsi fit --config" in card
@@ -290,6 +292,29 @@ def test_create_model_with_the_shipped_indian_pines_weights(monkeypatch) -> None
         assert torch.equal(param, raw[name].float())
     with pytest.raises(ConfigError, match="patch_size=11"):
         hsi.create_model("hybridsn", pretrained="hybridsn/indian_pines", patch_size=11)
+
+
+def test_create_model_with_the_shipped_vp_hype_weights_without_a_text_encoder(
+    monkeypatch,
+) -> None:
+    """The class-name embeddings travel in the file: no MiniLM is needed to rebuild them."""
+    import hsi.nn.text_prompts as tp
+
+    monkeypatch.delenv("HSI_CHECKPOINTS", raising=False)
+    monkeypatch.setattr(tp, "text_encoder_available", lambda: False)
+    model = hsi.create_model("vp_hype", pretrained="indian_pines_random10").eval()
+    # the config's model: 15 PCA bands, 16 classes, 15x15 patches, 1,145,744 parameters
+    assert sum(p.numel() for p in model.parameters()) == 1_145_744
+    assert (model.in_bands, model.num_classes, model.patch_size) == (15, 16, 15)
+    raw = torch.load(SHIPPED / "vp_hype_indian_pines_random10.pt", weights_only=True)
+    assert raw["model_kwargs"]["text_encoder"] == "auto"
+    assert model.has_text_embeddings  # MiniLM's vectors, read from the file
+    assert torch.equal(model.text_embeddings, raw["state_dict"]["text_embeddings"])
+    assert model.pretrained_cfg["class_names"] == raw["model_kwargs"]["class_names"]
+    assert model.pretrained_cfg["preprocessing"]["in_bands"] == 200
+    with torch.no_grad():
+        logits = model(torch.randn(2, 15, 15, 15))
+    assert logits.shape == (2, 16) and torch.isfinite(logits).all()
 
 
 def test_create_model_with_the_shipped_morpmamba_weights(monkeypatch) -> None:
@@ -395,7 +420,13 @@ def _card_metrics(card: Path) -> dict[str, float]:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(
-    "name", ["hybridsn/indian_pines", "hybridsn/enmap_potsdam", "morpmamba/indian_pines_disjoint"]
+    "name",
+    [
+        "hybridsn/indian_pines",
+        "hybridsn/enmap_potsdam",
+        "morpmamba/indian_pines_disjoint",
+        "vp_hype/indian_pines_random10",
+    ],
 )
 def test_shipped_weights_reproduce_their_card_on_the_real_split(
     name: str, shared_data: Path, monkeypatch

@@ -303,7 +303,8 @@ def export_main(args: argparse.Namespace) -> int:
         "sha256": sha256_of(path),
         "bytes": size,
         "dtype": args.dtype,
-        "parameters": int(sum(t.numel() for t in weights.state_dict.values())),
+        # learnable parameters, as papers count them (the state dict adds buffers)
+        "parameters": sum(p.numel() for p in weights.build().parameters()),
         "dataset": weights.data.get("dataset"),
         "card": f"{stem}.md",
         "source_checkpoint": str(args.ckpt),
