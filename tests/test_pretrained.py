@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ from hsi import pretrained
 from hsi.data.cube import SpectralCube
 from hsi.data.patches import pad_cube
 from hsi.data.preprocessing import Preprocessor
+from hsi.data.protocols import random_split
 from hsi.data.writers import write_geotiff
 from hsi.errors import ConfigError, DataError
 from hsi.inference import classify_cube, scene_main
+from hsi.pretrained.cli import main as pretrained_main
 from hsi.tasks.classification import ClassificationTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +153,36 @@ def test_export_refuses_what_is_not_a_fit_checkpoint(tiny: dict, tmp_path: Path)
         pretrained.export_weights(tmp_path / "missing.ckpt", tmp_path / "x.pt")
     with pytest.raises(ConfigError, match="dtype"):
         pretrained.export_weights(tiny["ckpt"], tmp_path / "x.pt", dtype="int8")
+
+
+def test_export_command_measures_the_shipped_file_and_its_float32_source(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(1, CLASSES + 1, size=(12, 10))
+    cube = SpectralCube(rng.normal(size=(BANDS, 12, 10)).astype(np.float32))
+    scene = SimpleNamespace(cube=cube, labels=labels, fingerprint="f" * 64)
+    monkeypatch.setattr("hsi.data.registry.load_dataset", lambda name, root=None: scene)
+    split_file = random_split(labels, train=0.3, val=0.1, seed=0).save(tmp_path / "split.json")
+    out = tmp_path / "collection"
+    argv = ["export", "--ckpt", str(tiny["ckpt"]), "--tag", "toy", "--dtype", "float16"]
+    assert pretrained_main([*argv, "--split", str(split_file), "--out", str(out)]) == 0
+    row = yaml.safe_load((out / "index.yaml").read_text())["weights"][0]
+    net = tiny["task"].net
+    assert row["parameters"] == sum(p.numel() for p in net.parameters())
+    shipped = pretrained.evaluate_weights(pretrained.load_weights(out / row["file"]))
+    source = pretrained.evaluate_weights(
+        net,
+        split_file=split_file,
+        data=tiny["task"].data_description,
+        preprocessing=tiny["task"].preprocessing,
+    )
+    test_part = json.loads(split_file.read_text())["parts"]["test"]
+    assert row["test_pixels"] == shipped["pixels"] == len(test_part)
+    for key in ("OA", "AA", "kappa"):
+        assert row["metrics"][key] == round(shipped[key], 4)
+        assert row["metrics_fp32"][key] == round(source[key], 4)
+    assert row["vs_fp32"]["pixels"] == 12 * 10
 
 
 # --------------------------------------------------------------------------------------

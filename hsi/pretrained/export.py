@@ -296,6 +296,8 @@ def export_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     weights = load_weights(path)
+    # built once: counted here, then measured by the row writer
+    task = weights.to_task()
     common: dict[str, Any] = {
         "model": model_name,
         "tag": args.tag,
@@ -304,16 +306,16 @@ def export_main(args: argparse.Namespace) -> int:
         "bytes": size,
         "dtype": args.dtype,
         # learnable parameters, as papers count them (the state dict adds buffers)
-        "parameters": sum(p.numel() for p in weights.build().parameters()),
+        "parameters": sum(p.numel() for p in task.net.parameters()),
         "dataset": weights.data.get("dataset"),
         "card": f"{stem}.md",
         "source_checkpoint": str(args.ckpt),
         "source_epoch": weights.source.get("epoch"),
     }
     if weights.task == "restoration":
-        row = _restoration_row(weights, args, ckpt, common)
+        row = _restoration_row(weights, task, args, ckpt, common)
     else:
-        row = _classification_row(weights, args, ckpt, common)
+        row = _classification_row(weights, task, args, ckpt, common)
     rows = [_entry_row(e) for e in load_index(directory) if e.name != f"{model_name}/{args.tag}"]
     rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["tag"]))
@@ -322,9 +324,14 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def _classification_row(
-    weights: PretrainedWeights, args: argparse.Namespace, ckpt: Path, common: dict[str, Any]
+    weights: PretrainedWeights,
+    task: Any,
+    args: argparse.Namespace,
+    ckpt: Path,
+    common: dict[str, Any],
 ) -> dict[str, Any]:
-    """The index row of classification weights, measured on their split's test pixels."""
+    """The index row of classification weights (``task``: built from them), measured on
+    their split's test pixels."""
     data = weights.data
     row = {
         **common,
@@ -334,7 +341,13 @@ def _classification_row(
         "split_file": args.split or data.get("split_file"),
     }
     if not args.no_evaluate:
-        measured = evaluate_weights(weights, root=args.root, split_file=row["split_file"])
+        measured = evaluate_weights(
+            task.net,
+            root=args.root,
+            split_file=row["split_file"],
+            data=weights.data,
+            preprocessing=weights.preprocessing,
+        )
         net, src_data, src_pre = _source_model(ckpt)
         source = {"data": src_data, "preprocessing": src_pre}
         fp32 = evaluate_weights(net, root=args.root, split_file=row["split_file"], **source)
@@ -355,10 +368,15 @@ def _classification_row(
 
 
 def _restoration_row(
-    weights: PretrainedWeights, args: argparse.Namespace, ckpt: Path, common: dict[str, Any]
+    weights: PretrainedWeights,
+    task: Any,
+    args: argparse.Namespace,
+    ckpt: Path,
+    common: dict[str, Any],
 ) -> dict[str, Any]:
-    """The index row of restoration weights, measured on the test region their run held out
-    (each test noise seeded; see :func:`hsi.pretrained.restoration.evaluate_restoration`)."""
+    """The index row of restoration weights (``task``: built from them), measured on the
+    test region their run held out (each test noise seeded; see
+    :func:`hsi.pretrained.restoration.evaluate_restoration`)."""
     from hsi.inference.restoration import _load_task
     from hsi.pretrained.restoration import evaluate_restoration, flat_metrics
 
@@ -375,7 +393,7 @@ def _restoration_row(
     if row["leaky"]:
         row["leaky_reasons"] = ["the test region overlaps the training region"]
     if not args.no_evaluate:
-        measured = evaluate_restoration(weights, root=args.root)
+        measured = evaluate_restoration(task, root=args.root)
         fp32 = evaluate_restoration(_load_task(ckpt, torch.device("cpu")), root=args.root)
         row["test_region"] = measured["region"]
         row["test_shape"] = measured["shape"]
