@@ -1,6 +1,7 @@
 """Lightning callbacks for hsi's training runs.
 
-:class:`ResumeCheckpoint` keeps a resume file after every epoch (``hsi fit --resume_dir``).
+:class:`ResumeCheckpoint` keeps a resume file after every epoch (``hsi fit --resume_dir``);
+:class:`StopBeforeDeadline` stops such a fit between epochs before a deadline (``--stop_by``).
 
 :class:`CyclicLoRAScaling` is LoLA-SpecViT's cyclical modulation of LoRA's adaptation
 strength (Zidi et al., "LoLA-SpecViT: Local Attention SwiGLU Vision Transformer with LoRA
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
+from hsi.deadline import TimeLimitReached
 from hsi.errors import ConfigError, DataError
 from hsi.nn.lora import LoRALinear
 from hsi.run_lock import FolderLock
@@ -310,6 +314,53 @@ class ResumeCheckpoint(Checkpoint):
         self.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.dirpath.rmdir()  # only when empty
+
+
+# A resumed run's first epoch is estimated from its training epochs alone (the checkpoint
+# keeps their wall times); validation and the checkpoint writes come on top of that.
+VALIDATION_ALLOWANCE = 1.25
+_RECENT_EPOCHS = 5  # what the estimate looks back over: the machine's load changes over hours
+
+
+class StopBeforeDeadline(Callback):
+    """Raise :class:`TimeLimitReached` at the start of an epoch that would end after
+    ``deadline``.
+
+    The estimate of the next epoch is the longest of the last few epochs this process ran,
+    start to start (training, validation, checkpoints); before one has run, the longest of
+    the resumed run's last training epochs times ``VALIDATION_ALLOWANCE``; with neither, the
+    epoch starts. The check runs at epoch start, after the previous epoch's resume file was
+    written (checkpoint callbacks run last at epoch end), so the stop loses no work.
+    """
+
+    def __init__(self, deadline: dt.datetime) -> None:
+        super().__init__()
+        if deadline.tzinfo is None:
+            raise ConfigError("StopBeforeDeadline needs a time-zone-aware deadline")
+        self.deadline = deadline
+        self._durations: list[float] = []
+        self._last_start: float | None = None
+
+    def next_epoch_estimate(self, pl_module: L.LightningModule) -> float | None:
+        """Seconds the next epoch is expected to take (None: no measurement yet)."""
+        if self._durations:
+            return max(self._durations[-_RECENT_EPOCHS:])
+        trained = list(getattr(pl_module, "epoch_seconds", None) or [])[-_RECENT_EPOCHS:]
+        return VALIDATION_ALLOWANCE * max(trained) if trained else None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        if self._last_start is not None:
+            self._durations.append(now - self._last_start)
+        self._last_start = now
+        estimate = self.next_epoch_estimate(pl_module)
+        if estimate is None:
+            return
+        left = (self.deadline - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        if estimate > left:
+            for logger in trainer.loggers:  # the last finished epoch's rows reach the log
+                logger.save()
+            raise TimeLimitReached(self.deadline, trainer.current_epoch, estimate)
 
 
 @dataclass(frozen=True)

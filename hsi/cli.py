@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hsi.errors import HsiError
+from hsi.deadline import EXIT_TIME_LIMIT, TimeLimitReached
+from hsi.errors import ConfigError, HsiError
 from hsi.provenance import git_commit
 
 log = logging.getLogger("hsi")
@@ -27,7 +28,8 @@ def _build_cli_class() -> type:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from hsi.callbacks import ResumeCheckpoint
+    from hsi.callbacks import ResumeCheckpoint, StopBeforeDeadline
+    from hsi.deadline import parse_deadline
 
     class HsiCLI(LightningCLI):
         """LightningCLI with hsi's defaults: best-on-validation checkpoints, test after fit."""
@@ -54,6 +56,14 @@ def _build_cli_class() -> type:
                 "runs that may be killed (time limits, closed sessions)",
             )
             parser.add_argument(
+                "--stop_by",
+                type=str | None,
+                default=None,
+                help="fit with --resume_dir: do not start an epoch that would end after this "
+                "time (ISO 8601, e.g. 2026-11-24T23:25, or a duration from now: 2h20m, 90m); "
+                f"exit code {EXIT_TIME_LIMIT}, and the same command goes on from there",
+            )
+            parser.add_argument(
                 "--test_after_fit",
                 type=bool,
                 default=True,
@@ -70,6 +80,14 @@ def _build_cli_class() -> type:
             if resume_dir and self.subcommand == "fit":
                 # appended last: it must save after the best-model checkpoint's bookkeeping
                 trainer.callbacks.append(ResumeCheckpoint(resume_dir, self._model_fingerprint()))
+            stop_by = self.config[self.subcommand].get("stop_by") if self.subcommand else None
+            if stop_by and self.subcommand == "fit":
+                if not resume_dir:
+                    raise ConfigError(
+                        "--stop_by stops a run to be continued later: give --resume_dir DIR "
+                        "too, or the epochs trained so far would be lost"
+                    )
+                trainer.callbacks.append(StopBeforeDeadline(parse_deadline(stop_by)))
             return trainer
 
         def _model_fingerprint(self) -> dict[str, Any]:
@@ -252,6 +270,7 @@ OVERVIEW = """hsi — hyperspectral model zoo
   hsi fit|validate|test|predict --config CONFIG.yaml [--section.key value ...]
                                    train / evaluate with LightningCLI (configs/ has examples);
                                    fit --resume_dir DIR: a killed run goes on from its last epoch
+                                   (--stop_by TIME: stop before an epoch that would end later)
   hsi predict --ckpt CKPT --input SCENE.tif --output MAP.tif
                                    classify (or restore, or detect: the checkpoint says) a
                                    whole GeoTIFF/ENVI scene; georeferenced map / cube /
@@ -431,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except HsiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TimeLimitReached as stopped:  # hsi fit --stop_by: resumable, not failed
+        print(f"hsi fit: {stopped}", file=sys.stderr)
+        return EXIT_TIME_LIMIT
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ No training here: reports are written by hand and the fit function is replaced.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from hsi.benchmarks.runner import (
     run_dir,
 )
 from hsi.cli import main
+from hsi.deadline import EXIT_TIME_LIMIT
 
 PUBLISHED_YAML = Path(runner.__file__).with_name("published.yaml")
 
@@ -470,6 +472,50 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_suite(
     # a run that finished before the stop is kept as done, with its sidecar
     assert (seed1 / "benchmark_run.json").is_file() == finished
     assert ("this one had finished" in printed) == finished
+
+
+def test_a_time_limit_reaches_every_fit_and_stops_the_suite(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    suites = _toy_suite(tmp_path)
+    calls: list[list[str]] = []
+    finish = _fake_fit(calls)
+
+    def out_of_time_in_seed_1(args: list[str]) -> int:
+        if "--seed_everything=1" in args:
+            calls.append(args)
+            return EXIT_TIME_LIMIT  # hsi fit --stop_by declined the next epoch
+        return finish(args)
+
+    monkeypatch.setattr(running, "_fit", out_of_time_in_seed_1)
+    out = tmp_path / "out"
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    assert main([*argv, "--seeds", "0", "1", "2", "--time-limit", "2h"]) == EXIT_TIME_LIMIT
+    assert len(calls) == 2  # seed 2 never started
+    stop_by = [a for a in calls[0] if a.startswith("--stop_by=")]
+    deadline = dt.datetime.fromisoformat(stop_by[0].split("=", 1)[1])
+    left = (deadline - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    assert 7000 < left <= 7200
+    printed = capsys.readouterr().out
+    assert "[2/3] toy_run seed 1: stopped by its time limit" in printed and "FAILED" not in printed
+    seed1 = run_dir(out, load_suites(suites)["toy"].runs[0], 1)
+    assert not (seed1 / running.FAILURE_NAME).exists()
+    assert "| toy_run |" in (out / "benchmark.md").read_text()  # seed 0's row
+
+
+def test_no_run_starts_in_the_last_minute_of_a_time_limit(tmp_path: Path) -> None:
+    suite = load_suites(_toy_suite(tmp_path))["toy"]
+    calls: list[list[str]] = []
+    lines: list[str] = []
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    outcomes = running.run_suite(
+        suite, tmp_path / "out", fit=_fake_fit(calls), echo=lines.append, deadline=soon
+    )
+    assert calls == [] and [o.status for o in outcomes] == ["stopped"]
+    assert outcomes[0].message == running.TIME_LIMIT
+    assert running.stop_exit_code(outcomes[0].message) == EXIT_TIME_LIMIT
+    assert running.stop_exit_code("SIGTERM") == 143
+    assert "stopped by its time limit" in lines[-1] and "starts from the beginning" in lines[-1]
 
 
 def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -17,8 +17,9 @@ from lightning.pytorch.callbacks import Callback
 from test_cli_e2e import _config, _write_scene
 
 from hsi import run_lock
-from hsi.callbacks import ResumeCheckpoint
+from hsi.callbacks import ResumeCheckpoint, StopBeforeDeadline
 from hsi.cli import main
+from hsi.deadline import EXIT_TIME_LIMIT
 
 
 class EpochProbe(Callback):
@@ -189,6 +190,48 @@ def test_benchmark_suite_stopped_by_sigterm_continues_its_run(
     sidecar = json.loads((target / "benchmark_run.json").read_text())
     assert sidecar["resumed"] is True
     assert not (target / "resume").exists()
+
+
+def test_a_suite_under_a_time_limit_stops_between_epochs_and_goes_on_later(
+    tmp_path: Path, one_thread, monkeypatch, capsys
+) -> None:
+    image, gt = _write_scene(tmp_path)
+    cfg = _config(tmp_path, image, gt)
+    run = {"name": "toy_run", "config": str(cfg), "seeds": [0], "overrides": []}
+    suites = tmp_path / "suites.yaml"
+    suites.write_text(yaml.safe_dump({"suites": {"toy": {"description": "x", "runs": [run]}}}))
+    out = tmp_path / "out"
+    argv = ["benchmark", "--suite", "toy", "--suites-file", str(suites), "--out", str(out)]
+    # once an epoch has been timed, each is taken to last an hour: 30 minutes leave room
+    # for the first epoch only
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            StopBeforeDeadline,
+            "next_epoch_estimate",
+            lambda self, module: 3600.0 if self._durations else None,
+        )
+        assert main([*argv, "--time-limit", "30m"]) == EXIT_TIME_LIMIT
+    printed = capsys.readouterr().out
+    assert "toy_run seed 0: stopped by its time limit" in printed
+    assert "this one goes on from its last finished epoch" in printed
+    target = out / "toy_run" / "seed0"
+    saved = torch.load(target / "resume" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 0  # epoch 0 finished and saved; epoch 1 was never begun
+    assert not (target / "test_report.json").exists()
+    assert not (target / "benchmark_failed.json").exists()  # stopped, not failed
+
+    # the same command with time to spare trains epochs 1 and 2 (measured: a toy's epochs
+    # fit in an hour), then tests
+    assert main([*argv, "--time-limit", "1h"]) == 0
+    report = json.loads((target / "test_report.json").read_text())
+    assert report["epochs_run"] == 3
+    assert not (target / "resume").exists()
+    with (target / "metrics.csv").open() as f:  # each epoch's validation row, once
+        assert [int(r["epoch"]) for r in csv.DictReader(f) if r["val/OA"]] == [0, 1, 2]
+    # a time limit with nothing to resume into would lose the run: refused
+    plain = ["fit", "--config", str(cfg), "--stop_by=1h"]
+    assert main(plain) == 2
+    assert "give --resume_dir" in capsys.readouterr().err
 
 
 def test_resume_file_of_another_model_or_a_corrupt_one_is_a_clear_error(

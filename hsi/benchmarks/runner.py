@@ -7,7 +7,8 @@ Two ways in:
   (``suites.yaml``) once per seed with ``hsi fit``, each into ``<out>/<run>/seed<N>/``. A run
   whose task report exists is not trained again, so an interrupted suite resumes where it
   stopped, and an interrupted run continues from its last finished epoch
-  (``hsi fit --resume_dir``), so the suite can be run in pieces under a time limit.
+  (``hsi fit --resume_dir``), so the suite can be run in pieces under a time limit;
+  ``--time-limit`` stops it cleanly between epochs before that limit.
 - ``hsi benchmark --collect DIR ...`` trains nothing: it gathers the task reports under the
   given directories (e.g. ``runs/`` of earlier ``hsi fit`` runs): classification
   ``test_report.json``, restoration ``restoration_report.json`` (one result per test
@@ -27,7 +28,6 @@ a suite, what is still missing), :mod:`hsi.benchmarks.tables` (rows, markdown, J
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -58,6 +58,7 @@ from hsi.benchmarks.running import (
     run_dir,
     run_model,
     run_suite,
+    stop_exit_code,
     suite_progress,
     training_left,
 )
@@ -70,6 +71,7 @@ from hsi.benchmarks.tables import (
     render_markdown,
     write_results,
 )
+from hsi.deadline import EXIT_TIME_LIMIT, parse_deadline
 from hsi.errors import ConfigError, DataError, HsiError
 
 __all__ = [
@@ -127,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--suites-file", help="another suites YAML than the one shipped")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the hsi fit commands, train nothing"
+    )
+    parser.add_argument(
+        "--time-limit",
+        metavar="LIMIT",
+        help="stop cleanly before an epoch or run that would end after LIMIT: a duration "
+        f"from now (2h20m, 90m, 5400) or an ISO 8601 time; exit code {EXIT_TIME_LIMIT}, and "
+        "the same command goes on from there. Keep a hard stop (timeout, the scheduler's) "
+        "too: a run's first epoch has no estimate",
     )
     parser.add_argument(
         "--status",
@@ -198,6 +208,7 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
         if name not in suites:
             raise ConfigError(f"unknown suite {name!r}; suites: {', '.join(sorted(suites))}")
         suite = suites[name]
+        deadline = parse_deadline(args.time_limit) if args.time_limit else None
         print(f"suite {suite.name}: {suite.description}")
         context = {"suite": suite.name}
         if args.max_epochs is not None:
@@ -231,6 +242,8 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             rows, pending, paths = tabulate([])
             _print_summary(rows, paths, pending)
             return 0
+        if deadline is not None:
+            print(f"time limit: {deadline.astimezone().isoformat(timespec='seconds')}")
         outcomes = run_suite(
             _only_runs(suite, args.runs),
             args.out,
@@ -240,6 +253,7 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             fit=fit,
             dry_run=args.dry_run,
             on_finished=refresh,
+            deadline=deadline,
         )
         if args.dry_run:
             return 0
@@ -253,8 +267,8 @@ def benchmark_main(argv: Sequence[str] | None = None, *, fit: FitFn | None = Non
             if o.status == "failed":
                 print(f"failed: {o.run} seed {o.seed}: {o.message}", file=sys.stderr)
         stopped = [o for o in outcomes if o.status == "stopped"]
-        if stopped:  # the shell's convention for a death by signal: 128 + its number
-            return 128 + int(signal.Signals[stopped[0].message])
+        if stopped:
+            return stop_exit_code(stopped[0].message)
         return 1 if any(o.status == "failed" for o in outcomes) else 0
     except HsiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 A run whose task report exists is not trained again; an interrupted run continues from its
 last finished epoch (``hsi fit --resume_dir``); Ctrl-C or SIGTERM stops the whole suite at
-once. :func:`suite_progress` says which (run, seed) are still missing and how far each got,
-so the table of a suite run in pieces names its missing rows.
+once, and a time limit (``deadline``) stops it between epochs, before one that would end
+after it (``hsi fit --stop_by``). :func:`suite_progress` says which (run, seed) are still
+missing and how far each got, so the table of a suite run in pieces names its missing rows.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hsi.benchmarks.records import (
     TASK_TABLES,
     load_reports,
 )
+from hsi.deadline import EXIT_TIME_LIMIT
 from hsi.errors import ConfigError, DataError
 from hsi.run_lock import LOCK_NAME, claim_run, lock_owner
 
@@ -43,6 +45,9 @@ DEFAULT_OUT = "benchmarks/results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FitFn = Callable[[list[str]], int]
+TIME_LIMIT = "time limit"  # RunOutcome.message of a run stopped by the suite's deadline
+# a run is not started with less time than this left: it could do nothing useful
+MIN_SECONDS_TO_START = 60.0
 
 
 def resolve_config(config: str | Path) -> Path:
@@ -70,6 +75,7 @@ def fit_args(
     max_epochs: int | None = None,
     root: str | None = None,
     progress_bar: bool = False,
+    deadline: _dt.datetime | None = None,
 ) -> list[str]:
     """The ``hsi fit`` arguments of one (run, seed): the config, the run's overrides, then the
     seed, the run directory and the command-line settings (later arguments win)."""
@@ -97,6 +103,8 @@ def fit_args(
         args.append(f"--trainer.max_epochs={max_epochs}")
     if root is not None:
         args.append(f"--data.init_args.root={root}")
+    if deadline is not None:
+        args.append(f"--stop_by={deadline.isoformat()}")
     return args
 
 
@@ -137,15 +145,27 @@ def missing_data(run: SuiteRun, root: str | None = None) -> str | None:
 
 
 class SuiteStopped(BaseException):
-    """A termination signal (Ctrl-C, ``timeout``'s SIGTERM) arrived during a suite.
+    """A termination signal (Ctrl-C, ``timeout``'s SIGTERM) arrived during a suite, or
+    (``signum`` None) its time limit came before the next epoch or run.
 
     A BaseException, like KeyboardInterrupt, so that neither the suite's per-run error
     handling nor Lightning's takes it for a failed run: the suite stops at once, keeps
-    finished runs and the interrupted run's resume checkpoint, and exits 128 + signal."""
+    finished runs and the interrupted run's resume checkpoint, and exits 128 + signal
+    (``EXIT_TIME_LIMIT`` for the time limit)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int | None) -> None:
         super().__init__(signum)
         self.signum = signum
+
+    @property
+    def reason(self) -> str:
+        return TIME_LIMIT if self.signum is None else signal.Signals(self.signum).name
+
+
+def stop_exit_code(reason: str) -> int:
+    """The exit code of a suite stopped for ``reason`` (a signal's name or ``TIME_LIMIT``):
+    the shell's 128 + signal for a signal, as if it had killed the process."""
+    return EXIT_TIME_LIMIT if reason == TIME_LIMIT else 128 + int(signal.Signals[reason])
 
 
 @dataclass
@@ -208,6 +228,10 @@ class RunOutcome:
     seconds: float | None = None
 
 
+def _seconds_until(when: _dt.datetime) -> float:
+    return (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
+
+
 def format_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "—"
@@ -234,6 +258,7 @@ def run_suite(
     dry_run: bool = False,
     echo: Callable[[str], None] = _say,
     on_finished: Callable[[list[RunOutcome]], None] | None = None,
+    deadline: _dt.datetime | None = None,
 ) -> list[RunOutcome]:
     """Train every (run, seed) of the suite that has no report yet; one line of progress each.
 
@@ -242,7 +267,9 @@ def run_suite(
     dataset is not found is reported and skipped; a failing run does not stop the others.
     ``on_finished`` is called with the outcomes so far after every run that trained (done
     or failed): ``hsi benchmark`` rewrites its table there, so a suite of many hours shows
-    each result as it lands, not only at the end.
+    each result as it lands, not only at the end. ``deadline`` (time-zone aware): no epoch
+    or run is started that would end after it (estimated from the epochs before; see
+    :class:`hsi.callbacks.StopBeforeDeadline`); the suite then stops as on a signal.
     """
     from hsi.callbacks import ResumeCheckpoint  # imports Lightning: only when a suite runs
 
@@ -262,7 +289,7 @@ def run_suite(
         if missing[run.name]:
             echo(f"{head}: dataset missing, skipped: {missing[run.name]}")
             return RunOutcome(run.name, seed, target, "missing data", missing[run.name])
-        args = fit_args(run, seed, out, max_epochs=max_epochs, root=root)
+        args = fit_args(run, seed, out, max_epochs=max_epochs, root=root, deadline=deadline)
         if dry_run:
             echo(f"{head}: would run: hsi {' '.join(_quote(a) for a in args)}")
             return RunOutcome(run.name, seed, target, "dry run")
@@ -277,6 +304,8 @@ def run_suite(
             if report is not None:
                 echo(f"{head}: already done{_headline(report)}, skipped ({target})")
                 return RunOutcome(run.name, seed, target, "skipped")
+            if deadline is not None and _seconds_until(deadline) < MIN_SECONDS_TO_START:
+                raise SuiteStopped(None)
             return train(run, seed, head, target, args)
 
     def train(run: SuiteRun, seed: int, head: str, target: Path, args: list[str]) -> RunOutcome:
@@ -284,6 +313,7 @@ def run_suite(
         echo(f"{head}: {'resuming an interrupted run' if resumed else 'training'} -> {target}")
         start = time.perf_counter()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        code: int | None = None
         try:
             code = fit(args)
             error = "" if code == 0 else f"hsi fit exited with code {code}"
@@ -294,6 +324,8 @@ def run_suite(
         report = _finished_report(target)
         if error or report is None:
             arrived.check()  # a stop signal, not a fault, ended it: it is not a failed run
+            if code == EXIT_TIME_LIMIT and report is None:
+                raise SuiteStopped(None)  # hsi fit --stop_by: stopped between epochs
         if not error and report is None:
             error = f"hsi fit finished but wrote no {' / '.join(REPORT_NAMES)} in {target}"
         if error:
@@ -315,16 +347,22 @@ def run_suite(
                     on_finished(list(outcomes))
                 arrived.check()
             except SuiteStopped as stopped:
-                name = signal.Signals(stopped.signum).name
+                name = stopped.reason
                 done = sum(o.status in ("done", "skipped") for o in outcomes)
                 target = run_dir(out, run, seed)
-                this = (
-                    "this one had finished"  # the signal came while its table was written
-                    if _finished_report(target) is not None
-                    else "this one goes on from its last finished epoch"
+                if _finished_report(target) is not None:
+                    this = "this one had finished"  # the signal came while its table was written
+                elif ResumeCheckpoint(target / RESUME_DIR).path.is_file():
+                    this = "this one goes on from its last finished epoch"
+                else:
+                    this = "this one starts from the beginning"
+                why = (
+                    f"its {name} ({deadline.isoformat(timespec='seconds')})"
+                    if (stopped.signum is None and deadline is not None)
+                    else name
                 )
                 echo(
-                    f"{head}: stopped by {name}; {done} finished run(s) kept, and {this}: run "
+                    f"{head}: stopped by {why}; {done} finished run(s) kept, and {this}: run "
                     "the same command to continue"
                 )
                 outcomes.append(RunOutcome(run.name, seed, target, "stopped", name))
