@@ -6,8 +6,8 @@ session, ``timeout``). A run killed mid-epoch goes on from its last finished epo
 (``--resume_dir``) but loses the epoch it was in: up to 8 minutes of one CPU thread for
 LoLA-SpecViT under ``disjoint``, every time. With a deadline the fit instead declines to
 start an epoch that would end after it, so the kill finds nothing to lose. The outer time
-limit stays the hard stop: the estimate below can be wrong, and a first epoch is never
-declined (its length is unknown).
+limit stays the hard stop: the estimate can be wrong, and a new run's first epoch is never
+declined (its length is unknown; a resumed run's is estimated from its saved epoch times).
 """
 
 from __future__ import annotations
