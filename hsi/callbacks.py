@@ -31,7 +31,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
-from hsi.deadline import TimeLimitReached
+from hsi.deadline import TimeLimitReached, seconds_until
 from hsi.errors import ConfigError, DataError
 from hsi.nn.lora import LoRALinear
 from hsi.run_lock import FolderLock
@@ -356,8 +356,7 @@ class StopBeforeDeadline(Callback):
         estimate = self.next_epoch_estimate(pl_module)
         if estimate is None:
             return
-        left = (self.deadline - dt.datetime.now(dt.timezone.utc)).total_seconds()
-        if estimate > left:
+        if estimate > seconds_until(self.deadline):
             for logger in trainer.loggers:  # the last finished epoch's rows reach the log
                 logger.save()
             raise TimeLimitReached(self.deadline, trainer.current_epoch, estimate)

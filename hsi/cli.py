@@ -71,16 +71,17 @@ def _build_cli_class() -> type:
                 "the report",
             )
 
-        def _resume_dir(self) -> str | None:
-            return self.config[self.subcommand].get("resume_dir") if self.subcommand else None
+        def _option(self, name: str) -> Any:
+            """One of the arguments added above, as the subcommand's config gives it."""
+            return self.config[self.subcommand].get(name) if self.subcommand else None
 
         def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
             trainer = super().instantiate_trainer(**kwargs)
-            resume_dir = self._resume_dir()
+            resume_dir = self._option("resume_dir")
             if resume_dir and self.subcommand == "fit":
                 # appended last: it must save after the best-model checkpoint's bookkeeping
                 trainer.callbacks.append(ResumeCheckpoint(resume_dir, self._model_fingerprint()))
-            stop_by = self.config[self.subcommand].get("stop_by") if self.subcommand else None
+            stop_by = self._option("stop_by")
             if stop_by and self.subcommand == "fit":
                 if not resume_dir:
                     raise ConfigError(

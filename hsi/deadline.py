@@ -52,6 +52,11 @@ def parse_deadline(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return when
 
 
+def seconds_until(when: dt.datetime) -> float:
+    """Seconds from now to a time-zone-aware ``when`` (negative once it has passed)."""
+    return (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
+
+
 class TimeLimitReached(BaseException):
     """A fit stopped at an epoch boundary because the next epoch would end after its
     deadline. A BaseException, as a stop signal is: the run is not failed, it is resumable

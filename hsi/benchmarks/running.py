@@ -32,7 +32,7 @@ from hsi.benchmarks.records import (
     TASK_TABLES,
     load_reports,
 )
-from hsi.deadline import EXIT_TIME_LIMIT
+from hsi.deadline import EXIT_TIME_LIMIT, seconds_until
 from hsi.errors import ConfigError, DataError
 from hsi.run_lock import LOCK_NAME, claim_run, lock_owner
 
@@ -228,10 +228,6 @@ class RunOutcome:
     seconds: float | None = None
 
 
-def _seconds_until(when: _dt.datetime) -> float:
-    return (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
-
-
 def format_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "—"
@@ -274,6 +270,10 @@ def run_suite(
     from hsi.callbacks import ResumeCheckpoint  # imports Lightning: only when a suite runs
 
     fit = fit or _fit
+
+    def has_resume_file(target: Path) -> bool:
+        return ResumeCheckpoint(target / RESUME_DIR).path.is_file()
+
     jobs = [(run, seed) for run in suite.runs for seed in (seeds or run.seeds)]
     missing: dict[str, str | None] = {}
 
@@ -304,12 +304,12 @@ def run_suite(
             if report is not None:
                 echo(f"{head}: already done{_headline(report)}, skipped ({target})")
                 return RunOutcome(run.name, seed, target, "skipped")
-            if deadline is not None and _seconds_until(deadline) < MIN_SECONDS_TO_START:
+            if deadline is not None and seconds_until(deadline) < MIN_SECONDS_TO_START:
                 raise SuiteStopped(None)
             return train(run, seed, head, target, args)
 
     def train(run: SuiteRun, seed: int, head: str, target: Path, args: list[str]) -> RunOutcome:
-        resumed = ResumeCheckpoint(target / RESUME_DIR).path.is_file()
+        resumed = has_resume_file(target)
         echo(f"{head}: {'resuming an interrupted run' if resumed else 'training'} -> {target}")
         start = time.perf_counter()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -352,7 +352,7 @@ def run_suite(
                 target = run_dir(out, run, seed)
                 if _finished_report(target) is not None:
                     this = "this one had finished"  # the signal came while its table was written
-                elif ResumeCheckpoint(target / RESUME_DIR).path.is_file():
+                elif has_resume_file(target):
                     this = "this one goes on from its last finished epoch"
                 else:
                     this = "this one starts from the beginning"
