@@ -6,8 +6,10 @@ session, ``timeout``). A run killed mid-epoch goes on from its last finished epo
 (``--resume_dir``) but loses the epoch it was in: up to 8 minutes of one CPU thread for
 LoLA-SpecViT under ``disjoint``, every time. With a deadline the fit instead declines to
 start an epoch that would end after it, so the kill finds nothing to lose. The outer time
-limit stays the hard stop: the estimate can be wrong, and a new run's first epoch is never
-declined (its length is unknown; a resumed run's is estimated from its saved epoch times).
+limit stays the hard stop: the estimate can be wrong, and the fit never declines a new run's
+first epoch (a resumed run's is estimated from its saved epoch times; ``hsi benchmark``
+estimates a new run's from its other seeds' pace before starting it, and only when one has
+trained).
 """
 
 from __future__ import annotations

@@ -518,6 +518,49 @@ def test_no_run_starts_in_the_last_minute_of_a_time_limit(tmp_path: Path) -> Non
     assert "stopped by its time limit" in lines[-1] and "starts from the beginning" in lines[-1]
 
 
+def test_a_new_run_is_not_started_when_its_first_epoch_would_pass_the_time_limit(
+    tmp_path: Path,
+) -> None:
+    """hsi fit never declines a new run's first epoch, so the suite estimates it from the run's
+    other seeds (median epoch × the validation allowance) before starting the run."""
+    suite = load_suites(_toy_suite(tmp_path))["toy"]
+    out = tmp_path / "out"
+    write_report(
+        run_dir(out, suite.runs[0], 0), oa=95.0, seed=0, epoch_seconds=[500.0, 600.0, 700.0]
+    )
+    assert running.first_epoch_estimate(out, suite.runs[0], 1) == pytest.approx(1.25 * 600.0)
+    assert running.first_epoch_estimate(out, suite.runs[0], 0) is None  # no other seed
+    calls: list[list[str]] = []
+    lines: list[str] = []
+    in_10_min = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
+    outcomes = running.run_suite(
+        suite, out, fit=_fake_fit(calls), echo=lines.append, deadline=in_10_min
+    )
+    assert calls == [] and [o.status for o in outcomes] == ["skipped", "stopped"]
+    assert "seed 1: not started: its first epoch would take about 12.5 min" in lines[1]
+    assert "stopped by its time limit" in lines[-1]
+    # with the time it needs, the same run starts
+    in_15_min = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=15)
+    outcomes = running.run_suite(suite, out, fit=_fake_fit(calls), deadline=in_15_min)
+    assert len(calls) == 1 and [o.status for o in outcomes] == ["skipped", "done"]
+
+
+def test_a_resumed_run_is_left_to_its_fit_to_estimate(tmp_path: Path) -> None:
+    """A run with a resume file starts under the same short limit: its own saved epoch times
+    are the better estimate, and hsi fit --stop_by uses them."""
+    suite = load_suites(_toy_suite(tmp_path))["toy"]
+    out = tmp_path / "out"
+    write_report(run_dir(out, suite.runs[0], 0), oa=95.0, seed=0, epoch_seconds=[600.0] * 3)
+    resume = run_dir(out, suite.runs[0], 1) / running.RESUME_DIR
+    resume.mkdir(parents=True)
+    (resume / "last.ckpt").write_bytes(b"epoch 1")
+    calls: list[list[str]] = []
+    in_10_min = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
+    outcomes = running.run_suite(suite, out, fit=_fake_fit(calls), deadline=in_10_min)
+    assert len(calls) == 1 and [o.status for o in outcomes] == ["skipped", "done"]
+    assert any(a.startswith("--stop_by=") for a in calls[0])
+
+
 def test_failed_run_does_not_stop_the_suite(tmp_path: Path, monkeypatch, capsys) -> None:
     suites = _toy_suite(tmp_path)
     calls: list[list[str]] = []

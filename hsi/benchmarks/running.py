@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -304,9 +304,29 @@ def run_suite(
             if report is not None:
                 echo(f"{head}: already done{_headline(report)}, skipped ({target})")
                 return RunOutcome(run.name, seed, target, "skipped")
-            if deadline is not None and seconds_until(deadline) < MIN_SECONDS_TO_START:
+            if deadline is not None and not enough_time(run, seed, head, target, deadline):
                 raise SuiteStopped(None)
             return train(run, seed, head, target, args)
+
+    def enough_time(
+        run: SuiteRun, seed: int, head: str, target: Path, deadline: _dt.datetime
+    ) -> bool:
+        """Whether a run can do useful work before the deadline: a resumed run's fit
+        estimates its own next epoch; a new run's first epoch is estimated here."""
+        left = seconds_until(deadline)
+        if left < MIN_SECONDS_TO_START:
+            return False
+        if has_resume_file(target):
+            return True
+        estimate = first_epoch_estimate(out, run, seed)
+        if estimate is None or estimate <= left:
+            return True
+        echo(
+            f"{head}: not started: its first epoch would take about "
+            f"{format_seconds(estimate)} (its other seeds' pace), and the time limit is "
+            f"{format_seconds(left)} away"
+        )
+        return False
 
     def train(run: SuiteRun, seed: int, head: str, target: Path, args: list[str]) -> RunOutcome:
         resumed = has_resume_file(target)
@@ -428,6 +448,52 @@ def _report_epoch_seconds(report: Path) -> list[float]:
         return []
 
 
+def _median_pace(
+    reports: Iterable[Path | None], resumed: Iterable[tuple[int, list[float]] | None]
+) -> float | None:
+    """The median training epoch (seconds) of a run's seeds: finished ones (``reports``) and
+    interrupted ones (``resumed``, as :func:`_epochs_done` reads them); None with none.
+
+    Why the median: it is the pace of a run not started yet, robust to epochs that other
+    jobs on the machine slowed down."""
+    paced = [s for r in reports if r is not None for s in _report_epoch_seconds(r)]
+    paced += [s for done in resumed if done is not None for s in done[1]]
+    return float(np.median(paced)) if paced else None
+
+
+def first_epoch_estimate(out: str | Path, run: SuiteRun, seed: int) -> float | None:
+    """Seconds the first epoch of a new (run, seed) is expected to take, validation included:
+    the run's other seeds' median training epoch times the callback's validation allowance
+    (None when no other seed of the run has trained an epoch in ``out``).
+
+    Why: ``hsi fit --stop_by`` never declines a new run's first epoch (it has nothing of its
+    own to go by), so under a time limit the suite asks this before starting one; a LoLA
+    ``disjoint`` epoch is 7-8 min of one CPU thread, lost to the hard stop otherwise."""
+    from hsi.callbacks import VALIDATION_ALLOWANCE, ResumeCheckpoint  # imports Lightning
+
+    others = [other for other in _seeds_in(out, run) if other != seed]
+    reports = [_finished_report(run_dir(out, run, other)) for other in others]
+    resumed = [
+        _epochs_done(ResumeCheckpoint(run_dir(out, run, other) / RESUME_DIR))
+        for other, report in zip(others, reports, strict=True)
+        if report is None
+    ]
+    pace = _median_pace(reports, resumed)
+    return None if pace is None else VALIDATION_ALLOWANCE * pace
+
+
+def _seeds_in(out: str | Path, run: SuiteRun) -> list[int]:
+    """The seeds of a run that have a folder in ``out`` (any seed, not only the suite's)."""
+    folder = Path(out) / run.name
+    if not folder.is_dir():
+        return []
+    return sorted(
+        int(child.name[4:])
+        for child in folder.iterdir()
+        if child.is_dir() and child.name.startswith("seed") and child.name[4:].isdigit()
+    )
+
+
 def suite_progress(
     suite: Suite,
     out: str | Path,
@@ -460,11 +526,7 @@ def suite_progress(
             for seed, report in reports.items()
             if report is None
         }
-        # the pace of a run not started yet: the median epoch of its other seeds (robust to
-        # epochs slowed by other jobs)
-        paced = [s for r in reports.values() if r is not None for s in _report_epoch_seconds(r)]
-        paced += [s for done in resumed.values() if done is not None for s in done[1]]
-        pace = float(np.median(paced)) if paced else None
+        pace = _median_pace(reports.values(), resumed.values())
         for seed in run_seeds:
             if reports[seed] is not None:
                 continue
