@@ -448,16 +448,32 @@ def _report_epoch_seconds(report: Path) -> list[float]:
         return []
 
 
+def _seed_states(
+    out: str | Path, run: SuiteRun, seeds: Iterable[int]
+) -> tuple[dict[int, Path | None], dict[int, tuple[int, list[float]] | None]]:
+    """Each seed's finished report (None: unfinished) and, for each unfinished seed, its
+    finished epochs and their seconds (:func:`_epochs_done`); every resume file read once."""
+    from hsi.callbacks import ResumeCheckpoint  # imports Lightning
+
+    reports = {seed: _finished_report(run_dir(out, run, seed)) for seed in seeds}
+    resumed = {
+        seed: _epochs_done(ResumeCheckpoint(run_dir(out, run, seed) / RESUME_DIR))
+        for seed, report in reports.items()
+        if report is None
+    }
+    return reports, resumed
+
+
 def _median_pace(
-    reports: Iterable[Path | None], resumed: Iterable[tuple[int, list[float]] | None]
+    reports: dict[int, Path | None], resumed: dict[int, tuple[int, list[float]] | None]
 ) -> float | None:
-    """The median training epoch (seconds) of a run's seeds: finished ones (``reports``) and
-    interrupted ones (``resumed``, as :func:`_epochs_done` reads them); None with none.
+    """The median training epoch (seconds) of a run's seeds, finished and interrupted (as
+    :func:`_seed_states` gives them); None with none.
 
     Why the median: it is the pace of a run not started yet, robust to epochs that other
     jobs on the machine slowed down."""
-    paced = [s for r in reports if r is not None for s in _report_epoch_seconds(r)]
-    paced += [s for done in resumed if done is not None for s in done[1]]
+    paced = [s for r in reports.values() if r is not None for s in _report_epoch_seconds(r)]
+    paced += [s for done in resumed.values() if done is not None for s in done[1]]
     return float(np.median(paced)) if paced else None
 
 
@@ -469,16 +485,10 @@ def first_epoch_estimate(out: str | Path, run: SuiteRun, seed: int) -> float | N
     Why: ``hsi fit --stop_by`` never declines a new run's first epoch (it has nothing of its
     own to go by), so under a time limit the suite asks this before starting one; a LoLA
     ``disjoint`` epoch is 7-8 min of one CPU thread, lost to the hard stop otherwise."""
-    from hsi.callbacks import VALIDATION_ALLOWANCE, ResumeCheckpoint  # imports Lightning
+    from hsi.callbacks import VALIDATION_ALLOWANCE  # imports Lightning
 
     others = [other for other in _seeds_in(out, run) if other != seed]
-    reports = [_finished_report(run_dir(out, run, other)) for other in others]
-    resumed = [
-        _epochs_done(ResumeCheckpoint(run_dir(out, run, other) / RESUME_DIR))
-        for other, report in zip(others, reports, strict=True)
-        if report is None
-    ]
-    pace = _median_pace(reports, resumed)
+    pace = _median_pace(*_seed_states(out, run, others))
     return None if pace is None else VALIDATION_ALLOWANCE * pace
 
 
@@ -519,14 +529,8 @@ def suite_progress(
         except (OSError, ConfigError, yaml.YAMLError):
             planned = None
         run_seeds = sorted(set(run.seeds) | set(seeds or ()))
-        reports = {seed: _finished_report(run_dir(out, run, seed)) for seed in run_seeds}
-        # finished epochs and their seconds of each unfinished seed, each resume file read once
-        resumed = {
-            seed: _epochs_done(ResumeCheckpoint(run_dir(out, run, seed) / RESUME_DIR))
-            for seed, report in reports.items()
-            if report is None
-        }
-        pace = _median_pace(reports.values(), resumed.values())
+        reports, resumed = _seed_states(out, run, run_seeds)
+        pace = _median_pace(reports, resumed)
         for seed in run_seeds:
             if reports[seed] is not None:
                 continue
